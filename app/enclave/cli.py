@@ -1,0 +1,146 @@
+"""Command line: ``enclave`` opens the app; ``enclave chat`` answers one prompt headlessly.
+
+This module stays Qt-free: the GUI is imported only when it is about to be shown, so scripts and CI can use the engine
+without a display.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from typing import TextIO
+
+from enclave import __version__
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_MODEL = 3
+EXIT_GENERATION = 4
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="enclave", description="Run DeepSeek R1 privately on this computer. Without a command, opens the app."
+    )
+    parser.add_argument("--version", action="version", version=f"Enclave {__version__}")
+    parser.add_argument("--model", metavar="PATH", help="open the app with this GGUF model")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    chat = commands.add_parser("chat", help="answer one prompt and print it (thinking goes to stderr)")
+    chat.add_argument("prompt", help="the question; '-' reads it from standard input")
+    chat.add_argument("--model", dest="chat_model", metavar="PATH", required=True, help="GGUF model file")
+    chat.add_argument("--system", default="", help="system prompt")
+    chat.add_argument("--max-tokens", type=int, default=None, metavar="N", help="stop after N generated tokens")
+    chat.add_argument("--think-budget", type=int, default=None, metavar="N", help="close thinking after N tokens")
+    chat.add_argument("--ctx", type=int, default=4096, metavar="N", help="context length (default 4096)")
+    chat.add_argument("--gpu-layers", type=int, default=-1, metavar="N", help="layers to offload (-1: all)")
+    chat.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: all cores)")
+    chat.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: model's)")
+    chat.add_argument("--seed", type=int, default=None, help="random seed for repeatable output")
+    chat.add_argument("--json", action="store_true", help="print one JSON object with reasoning, content and stats")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "chat":
+        return run_chat(args, sys.stdout, sys.stderr)
+    from enclave.ui.app import run_gui
+
+    return run_gui(model_path=args.model)
+
+
+def _positive(value: int | None, name: str, err: TextIO) -> bool:
+    if value is not None and value <= 0:
+        print(f"enclave: {name} must be a positive number", file=err)
+        return False
+    return True
+
+
+def run_chat(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from enclave.engine.llama_backend import LlamaCppBackend
+    from enclave.engine.types import (
+        ChatMessage,
+        EngineError,
+        Finished,
+        GenerationControl,
+        GenerationRequest,
+        LoadRequest,
+        ModelLoadError,
+        TextDelta,
+    )
+
+    if not all(_positive(v, n, err) for v, n in ((args.max_tokens, "--max-tokens"), (args.ctx, "--ctx"))):
+        return EXIT_USAGE
+    if args.think_budget is not None and args.think_budget < 0:
+        print("enclave: --think-budget must be 0 or more", file=err)
+        return EXIT_USAGE
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    backend = LlamaCppBackend()
+    try:
+        info = backend.load(
+            LoadRequest(path=args.chat_model, n_ctx=args.ctx, n_gpu_layers=args.gpu_layers, n_threads=args.threads)
+        )
+    except ModelLoadError as exc:
+        print(f"enclave: {exc}", file=err)
+        return EXIT_MODEL
+    sampling = info.default_sampling
+    if args.temperature is not None:
+        sampling = replace(sampling, temperature=args.temperature)
+    if args.seed is not None:
+        sampling = replace(sampling, seed=args.seed)
+    messages = [ChatMessage("system", args.system)] if args.system else []
+    messages.append(ChatMessage("user", prompt))
+    request = GenerationRequest(
+        messages=tuple(messages), sampling=sampling, max_tokens=args.max_tokens, think_budget=args.think_budget
+    )
+    control = GenerationControl()
+    previous = signal.signal(signal.SIGINT, lambda *_: control.cancel.set())  # Ctrl+C stops cleanly
+    reasoning: list[str] = []
+    content: list[str] = []
+    finished: Finished | None = None
+    try:
+        for event in backend.stream_chat(request, control):
+            if isinstance(event, TextDelta):
+                reasoning.append(event.reasoning)
+                content.append(event.content)
+                if not args.json:
+                    if event.reasoning:
+                        err.write(event.reasoning)
+                        err.flush()
+                    if event.content:
+                        out.write(event.content)
+                        out.flush()
+            elif isinstance(event, Finished):
+                finished = event
+    except EngineError as exc:
+        print(f"\nenclave: {exc}", file=err)
+        return EXIT_GENERATION
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        backend.unload()
+    assert finished is not None
+    if args.json:
+        stats = asdict(finished.stats)
+        stats["tokens_per_second"] = finished.stats.tokens_per_second
+        json.dump(
+            {
+                "model": info.name,
+                "chat_format": info.chat_format,
+                "reasoning": "".join(reasoning),
+                "content": "".join(content),
+                "finish_reason": finished.reason.value,
+                "stats": stats,
+            },
+            out,
+            ensure_ascii=False,
+        )
+        out.write("\n")
+    else:
+        out.write("\n")
+    return EXIT_INTERRUPTED if finished.reason.value == "cancelled" else EXIT_OK

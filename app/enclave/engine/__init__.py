@@ -1,0 +1,1 @@
+"""Inference engine: Qt-free. Loads one GGUF model and streams chat replies."""

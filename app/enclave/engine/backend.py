@@ -1,0 +1,39 @@
+"""The seam between the app and an inference library.
+
+The worker thread talks to a ``Backend`` only; llama-cpp-python is one implementation and GUI tests script another.
+A backend holds at most one model; every call happens on the single engine thread, so implementations need no locks
+except for the ``GenerationControl`` flags, which are thread-safe events.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Protocol
+
+from enclave.engine.types import GenerationControl, GenerationRequest, LoadRequest, ModelInfo, StreamEvent
+
+
+class Backend(Protocol):
+    @property
+    def model(self) -> ModelInfo | None:
+        """The resident model, or None."""
+        ...
+
+    def load(self, request: LoadRequest, cancel: threading.Event | None = None) -> ModelInfo:
+        """Close any resident model, then load ``request.path``. Raises ModelLoadError with a readable message."""
+        ...
+
+    def unload(self) -> None: ...
+
+    def tokenize(self, text: str, *, special: bool = False) -> list[int]: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def stream_chat(self, request: GenerationRequest, control: GenerationControl) -> Iterator[StreamEvent]:
+        """Yield events for one reply; the last event is always ``Finished`` unless an EngineError is raised.
+
+        ``control.cancel`` is honoured between tokens and between prompt batches; ``control.answer_now`` closes the
+        thinking block and lets the model answer.
+        """
+        ...

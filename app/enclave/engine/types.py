@@ -1,0 +1,157 @@
+"""Immutable values that cross the engine boundary.
+
+Requests travel from the GUI thread to the engine thread inside queued Qt signals, so everything here is frozen:
+once a request is sent nobody can change it under the worker's feet.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["system", "user", "assistant"]
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One turn as the model sees it. Assistant turns carry the answer only, never earlier reasoning."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    seed: int | None = None
+
+
+# DeepSeek's published recommendation for the R1 family (model cards: temperature 0.6, top-p 0.95).
+R1_SAMPLING = SamplingParams(temperature=0.6, top_p=0.95, top_k=20, min_p=0.0, repeat_penalty=1.0)
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    path: str
+    n_ctx: int = 4096
+    n_gpu_layers: int = -1  # -1: as many as the build can offload (0 on a CPU build)
+    n_threads: int | None = None
+    n_batch: int = 512
+    request_id: str = field(default_factory=new_request_id)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    messages: tuple[ChatMessage, ...]
+    sampling: SamplingParams = SamplingParams()
+    max_tokens: int | None = None  # None: until the model stops or the context is full
+    think_budget: int | None = None  # None: unlimited thinking; N: close </think> after N thinking tokens
+    request_id: str = field(default_factory=new_request_id)
+
+
+@dataclass
+class GenerationControl:
+    """Flags the GUI thread sets directly (threading.Event is thread-safe); the engine polls them."""
+
+    cancel: threading.Event = field(default_factory=threading.Event)
+    answer_now: threading.Event = field(default_factory=threading.Event)
+
+
+class FinishReason(enum.StrEnum):
+    STOP = "stop"
+    LENGTH = "length"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    path: str
+    name: str
+    architecture: str
+    file_size: int
+    n_ctx: int
+    n_ctx_train: int
+    chat_format: str  # human-readable name of the prompt format in use
+    chat_format_source: str  # why: "built-in", "model file template", "fallback for architecture X"
+    reasoning: bool  # the model emits <think> … </think>
+    default_sampling: SamplingParams
+    load_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    prompt_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens reused from the KV cache, not evaluated again
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    prompt_seconds: float = 0.0
+    generation_seconds: float = 0.0
+    context_used: int = 0
+    context_size: int = 0
+
+    @property
+    def tokens_per_second(self) -> float:
+        if self.generation_seconds <= 0:
+            return 0.0
+        return self.completion_tokens / self.generation_seconds
+
+
+# --- events streamed by Backend.stream_chat -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ContextTrimmed:
+    """The oldest ``dropped_messages`` messages (after the system prompt) did not fit and were left out."""
+
+    dropped_messages: int
+
+
+@dataclass(frozen=True)
+class PromptProgress:
+    evaluated: int
+    total: int
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    reasoning: str = ""
+    content: str = ""
+
+
+@dataclass(frozen=True)
+class ThinkingClosed:
+    """Thinking ended; ``forced`` when the budget or "Answer now" closed it rather than the model."""
+
+    forced: bool
+
+
+@dataclass(frozen=True)
+class Finished:
+    reason: FinishReason
+    stats: GenerationStats
+
+
+StreamEvent = ContextTrimmed | PromptProgress | TextDelta | ThinkingClosed | Finished
+
+
+class EngineError(Exception):
+    """A failure the user should read: the message says what went wrong and what to do."""
+
+
+class ModelLoadError(EngineError):
+    pass
+
+
+class PromptTooLongError(EngineError):
+    pass

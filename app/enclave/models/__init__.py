@@ -1,0 +1,1 @@
+"""Model catalog, hardware probe and downloads: Qt-free."""

@@ -1,0 +1,1 @@
+"""Typed user settings, stored as JSON: Qt-free."""

@@ -1,0 +1,185 @@
+"""Opening the chat database: connection settings, schema migrations and damaged files.
+
+The schema version lives in ``PRAGMA user_version``. ``MIGRATIONS[i]`` upgrades a database from version ``i`` to
+``i + 1``; each runs in its own transaction together with the version bump, so a crash mid-upgrade leaves the previous
+version intact. Migrations must use ``execute`` only: ``executescript`` would commit behind our back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "CorruptDatabaseError",
+    "NewerDatabaseError",
+    "NotFoundError",
+    "StorageError",
+    "open_database",
+    "quarantine_corrupt_database",
+]
+
+BUSY_TIMEOUT_MS = 5000
+
+
+class StorageError(Exception):
+    """Chats could not be read or written; the message is meant for the user."""
+
+
+class CorruptDatabaseError(StorageError):
+    """The file is not a usable SQLite database: the caller may move it aside with ``quarantine_corrupt_database``."""
+
+
+class NewerDatabaseError(StorageError):
+    """A newer Enclave wrote the file: it is fine, this version just cannot read it. Never quarantine it."""
+
+
+class NotFoundError(StorageError, LookupError):
+    """The conversation or message asked for does not exist (any more)."""
+
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+def _migration_1_initial_schema(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        """
+        CREATE TABLE conversations (
+            id INTEGER PRIMARY KEY,
+            title TEXT NOT NULL,
+            system_prompt TEXT NOT NULL DEFAULT '',
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )
+        """
+    )
+    conn.execute("CREATE INDEX conversations_by_updated ON conversations (updated_at DESC, id DESC)")
+    conn.execute(
+        """
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            conversation_id INTEGER NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
+            content TEXT NOT NULL DEFAULT '',
+            reasoning TEXT NOT NULL DEFAULT '',
+            status TEXT NOT NULL,
+            model TEXT,
+            created_at REAL NOT NULL,
+            thinking_seconds REAL,
+            stats TEXT,
+            error TEXT,
+            UNIQUE (conversation_id, position)
+        )
+        """
+    )
+    # Partial index: finding messages left streaming by a killed process stays instant however big the history gets.
+    conn.execute("CREATE INDEX messages_streaming ON messages (status) WHERE status = 'streaming'")
+
+
+MIGRATIONS: list[Migration] = [_migration_1_initial_schema]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _is_corruption(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorname", "") in {"SQLITE_NOTADB", "SQLITE_CORRUPT"}
+
+
+def _user_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("PRAGMA user_version").fetchone()
+    return int(row[0])
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    migrations = MIGRATIONS  # read at call time so tests can extend the list
+    target = len(migrations)
+    current = _user_version(conn)
+    if current > target:
+        raise NewerDatabaseError(
+            f"The chat database {path} was written by a newer Enclave (schema version {current}; this version "
+            f"understands up to {target}). Update Enclave to open it; the file was left untouched."
+        )
+    while current < target:
+        # IMMEDIATE takes the write lock first, so two processes opening an old file cannot both run a migration.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            current = _user_version(conn)
+            if current < target:
+                migrations[current](conn)
+                current += 1
+                conn.execute(f"PRAGMA user_version = {int(current)}")  # PRAGMA takes no parameters; int only
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+
+
+def open_database(path: Path) -> sqlite3.Connection:
+    """Open (creating if needed) and upgrade the chat database.
+
+    The connection is in autocommit mode (``isolation_level=None``): every statement outside an explicit
+    ``BEGIN`` is durable at once, which is what lets a killed process lose nothing already written.
+    ``check_same_thread`` is off; callers that share the connection between threads must serialise access.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"Could not create the folder for the chat database {path.parent}: {exc}") from exc
+    try:
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise StorageError(f"Could not open the chat database {path}: {exc}") from exc
+    try:
+        # Reading the header first: a file that is not a database fails here, before any pragma could write to it.
+        _user_version(conn)
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_MS)}")
+        conn.execute("PRAGMA journal_mode = WAL")  # may stay e.g. DELETE on filesystems without shared memory
+        conn.execute("PRAGMA synchronous = NORMAL")  # with WAL: durable against process death, fast commits
+        conn.execute("PRAGMA foreign_keys = ON")
+        _migrate(conn, path)
+    except StorageError:
+        conn.close()
+        raise
+    except sqlite3.Error as exc:
+        conn.close()
+        if _is_corruption(exc):
+            raise CorruptDatabaseError(
+                f"The chat database {path} is damaged or is not an Enclave database ({exc})."
+            ) from exc
+        raise StorageError(f"Could not open the chat database {path}: {exc}") from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def quarantine_corrupt_database(path: Path) -> Path:
+    """Move a damaged database (and its WAL/SHM side files) aside so a fresh one can be created.
+
+    Nothing is deleted: the user's data stays in ``<name>.corrupt-<timestamp>`` for recovery tools. Returns that path.
+    """
+    path = Path(path)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    counter = 1
+    while target.exists():
+        counter += 1
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{counter}")
+    try:
+        os.replace(path, target)
+    except OSError as exc:
+        raise StorageError(f"Could not move the damaged chat database {path} aside: {exc}") from exc
+    for side in ("-wal", "-shm"):
+        side_file = path.with_name(path.name + side)
+        if side_file.exists():
+            # A stale WAL next to a new database would be replayed into it; keep it with the damaged file instead.
+            with contextlib.suppress(OSError):
+                os.replace(side_file, target.with_name(target.name + side))
+    return target

@@ -1,0 +1,1 @@
+"""Widgets and Qt item models. Talks to the core only through workers/."""

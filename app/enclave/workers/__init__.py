@@ -1,0 +1,1 @@
+"""The only place where Qt meets the core: QObject workers on dedicated threads."""

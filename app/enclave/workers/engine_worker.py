@@ -1,0 +1,294 @@
+"""The engine thread: one QObject on one dedicated QThread owns the model.
+
+GUI code talks to ``EngineController`` only. Requests travel to the worker as queued signals carrying frozen request
+objects; results come back as signals, so the worker never touches a widget or a GUI-owned model. Cancelling and
+"Answer now" are ``threading.Event`` flags set directly from the GUI thread: a queued "cancel" signal would wait
+behind the very generation it is meant to stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+from enclave.engine.backend import Backend
+from enclave.engine.types import (
+    ContextTrimmed,
+    EngineError,
+    Finished,
+    FinishReason,
+    GenerationControl,
+    GenerationRequest,
+    GenerationStats,
+    LoadRequest,
+    ModelInfo,
+    PromptProgress,
+    TextDelta,
+    ThinkingClosed,
+)
+
+log = logging.getLogger(__name__)
+
+# Text reaches the GUI at most this often (25 Hz): enough to look live, few enough signals to keep the GUI idle.
+EMIT_INTERVAL_S = 0.04
+
+
+class EngineWorker(QObject):
+    """Runs on the engine thread. Creates the backend there, so importing llama.cpp never delays the first paint."""
+
+    modelLoading = Signal(str)
+    modelLoaded = Signal(object)
+    modelLoadFailed = Signal(str)
+    modelUnloaded = Signal()
+    contextTrimmed = Signal(str, int)
+    promptProgress = Signal(str, int, int)
+    textReady = Signal(str, str, str)
+    thinkingClosed = Signal(str, bool)
+    generationFinished = Signal(str, object)
+    generationFailed = Signal(str, str)
+    stopped = Signal()
+
+    def __init__(self, backend_factory: Callable[[], Backend]) -> None:
+        super().__init__()
+        self._backend_factory = backend_factory
+        self._backend: Backend | None = None
+
+    def _get_backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = self._backend_factory()
+        return self._backend
+
+    @Slot(object)
+    def load(self, request: LoadRequest) -> None:
+        self.modelLoading.emit(request.path)
+        try:
+            info = self._get_backend().load(request)
+        except EngineError as exc:
+            self.modelLoadFailed.emit(str(exc))
+        except Exception as exc:  # a bug or a library failure must not kill the engine thread
+            log.exception("model load failed")
+            self.modelLoadFailed.emit(f"Could not load the model: {exc}")
+        else:
+            self.modelLoaded.emit(info)
+
+    @Slot()
+    def unload(self) -> None:
+        if self._backend is not None and self._backend.model is not None:
+            self._backend.unload()
+            self.modelUnloaded.emit()
+
+    @Slot(object, object)
+    def generate(self, request: GenerationRequest, control: GenerationControl) -> None:
+        rid = request.request_id
+        if control.cancel.is_set():  # stopped while it waited in the queue
+            self.generationFinished.emit(rid, Finished(FinishReason.CANCELLED, GenerationStats()))
+            return
+        reasoning: list[str] = []
+        content: list[str] = []
+        last_emit = time.monotonic()
+
+        def flush() -> None:
+            nonlocal last_emit
+            if reasoning or content:
+                self.textReady.emit(rid, "".join(reasoning), "".join(content))
+                reasoning.clear()
+                content.clear()
+            last_emit = time.monotonic()
+
+        try:
+            backend = self._get_backend()
+            for event in backend.stream_chat(request, control):
+                if isinstance(event, TextDelta):
+                    if event.reasoning:
+                        reasoning.append(event.reasoning)
+                    if event.content:
+                        content.append(event.content)
+                    if time.monotonic() - last_emit >= EMIT_INTERVAL_S:
+                        flush()
+                elif isinstance(event, ThinkingClosed):
+                    flush()
+                    self.thinkingClosed.emit(rid, event.forced)
+                elif isinstance(event, PromptProgress):
+                    self.promptProgress.emit(rid, event.evaluated, event.total)
+                elif isinstance(event, ContextTrimmed):
+                    self.contextTrimmed.emit(rid, event.dropped_messages)
+                elif isinstance(event, Finished):
+                    flush()
+                    self.generationFinished.emit(rid, event)
+                    return
+            flush()
+            self.generationFailed.emit(rid, "The engine stopped without finishing the answer.")
+        except EngineError as exc:
+            flush()
+            self.generationFailed.emit(rid, str(exc))
+        except Exception as exc:
+            log.exception("generation failed")
+            flush()
+            self.generationFailed.emit(rid, f"Unexpected engine error: {exc}")
+
+    @Slot()
+    def shutdown(self) -> None:
+        try:
+            if self._backend is not None:
+                self._backend.unload()
+        finally:
+            self._backend = None
+            self.stopped.emit()
+            thread = self.thread()
+            thread.quit()
+
+
+class EngineController(QObject):
+    """GUI-thread facade over the engine thread. Create it on the GUI thread; call ``shutdown()`` before exit."""
+
+    modelLoading = Signal(str)
+    modelLoaded = Signal(object)
+    modelLoadFailed = Signal(str)
+    modelUnloaded = Signal()
+    contextTrimmed = Signal(str, int)
+    promptProgress = Signal(str, int, int)
+    textReady = Signal(str, str, str)
+    thinkingClosed = Signal(str, bool)
+    generationFinished = Signal(str, object)
+    generationFailed = Signal(str, str)
+
+    _loadRequested = Signal(object)
+    _unloadRequested = Signal()
+    _generateRequested = Signal(object, object)
+    _shutdownRequested = Signal()
+
+    def __init__(self, backend_factory: Callable[[], Backend], parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._thread = QThread()
+        self._thread.setObjectName("enclave-engine")
+        self._worker = EngineWorker(backend_factory)
+        self._worker.moveToThread(self._thread)
+        self._controls: dict[str, GenerationControl] = {}
+        self._model: ModelInfo | None = None
+        self._loading = False
+        self._started = False
+
+        # Requests: GUI -> worker. The worker lives in another thread, so these connections are queued.
+        self._loadRequested.connect(self._worker.load)
+        self._unloadRequested.connect(self._worker.unload)
+        self._generateRequested.connect(self._worker.generate)
+        self._shutdownRequested.connect(self._worker.shutdown)
+        # Results: worker -> GUI (queued: this controller lives in the GUI thread).
+        self._worker.modelLoading.connect(self._on_loading)
+        self._worker.modelLoaded.connect(self._on_loaded)
+        self._worker.modelLoadFailed.connect(self._on_load_failed)
+        self._worker.modelUnloaded.connect(self._on_unloaded)
+        self._worker.contextTrimmed.connect(self.contextTrimmed)
+        self._worker.promptProgress.connect(self.promptProgress)
+        self._worker.textReady.connect(self.textReady)
+        self._worker.thinkingClosed.connect(self.thinkingClosed)
+        self._worker.generationFinished.connect(self._on_finished)
+        self._worker.generationFailed.connect(self._on_failed)
+
+    # --- state ------------------------------------------------------------------------------------------------
+
+    @property
+    def model(self) -> ModelInfo | None:
+        return self._model
+
+    @property
+    def loading(self) -> bool:
+        return self._loading
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._controls)
+
+    @property
+    def current_request_ids(self) -> list[str]:
+        return list(self._controls)
+
+    @property
+    def thread_running(self) -> bool:
+        return self._thread.isRunning()
+
+    # --- lifecycle --------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if not self._started:
+            self._thread.start()
+            self._started = True
+
+    def shutdown(self, timeout_ms: int = 30_000) -> None:
+        """Stop any generation, unload the model on its own thread, and join the thread."""
+        if not self._started:
+            return
+        self.cancel()
+        self._shutdownRequested.emit()
+        if not self._thread.wait(timeout_ms):
+            log.error("engine thread did not stop within %d ms", timeout_ms)
+        self._started = False
+
+    # --- requests ---------------------------------------------------------------------------------------------
+
+    def load_model(self, request: LoadRequest) -> None:
+        self.start()
+        self.cancel()
+        self._loading = True
+        self._loadRequested.emit(request)
+
+    def unload_model(self) -> None:
+        self.start()
+        self.cancel()
+        self._unloadRequested.emit()
+
+    def generate(self, request: GenerationRequest) -> str:
+        self.start()
+        control = GenerationControl()
+        self._controls[request.request_id] = control
+        self._generateRequested.emit(request, control)
+        return request.request_id
+
+    def cancel(self, request_id: str | None = None) -> None:
+        """Stop one request (or all): takes effect at the next token or prompt batch, from any thread."""
+        targets = self._controls.values() if request_id is None else [self._controls.get(request_id)]
+        for control in targets:
+            if control is not None:
+                control.cancel.set()
+
+    def answer_now(self, request_id: str) -> None:
+        control = self._controls.get(request_id)
+        if control is not None:
+            control.answer_now.set()
+
+    # --- results ----------------------------------------------------------------------------------------------
+
+    @Slot(str)
+    def _on_loading(self, path: str) -> None:
+        self._loading = True
+        self.modelLoading.emit(path)
+
+    @Slot(object)
+    def _on_loaded(self, info: ModelInfo) -> None:
+        self._loading = False
+        self._model = info
+        self.modelLoaded.emit(info)
+
+    @Slot(str)
+    def _on_load_failed(self, message: str) -> None:
+        self._loading = False
+        self._model = None
+        self.modelLoadFailed.emit(message)
+
+    @Slot()
+    def _on_unloaded(self) -> None:
+        self._model = None
+        self.modelUnloaded.emit()
+
+    @Slot(str, object)
+    def _on_finished(self, request_id: str, finished: Finished) -> None:
+        self._controls.pop(request_id, None)
+        self.generationFinished.emit(request_id, finished)
+
+    @Slot(str, str)
+    def _on_failed(self, request_id: str, message: str) -> None:
+        self._controls.pop(request_id, None)
+        self.generationFailed.emit(request_id, message)
