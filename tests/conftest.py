@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,3 +29,21 @@ def enclave_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "enclave-home"
     monkeypatch.setenv("ENCLAVE_HOME", str(home))
     return home
+
+
+@pytest.fixture(autouse=True)
+def no_threads_left_behind() -> Iterator[None]:
+    """No test may leave a Python thread or an engine QThread running."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5
+    while True:
+        extra = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not extra or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    assert not extra, f"threads left running: {extra}"
+    if "enclave.workers.engine_worker" in sys.modules:
+        from enclave.workers.engine_worker import running_controllers
+
+        assert not running_controllers(), "an EngineController was not shut down"

@@ -10,9 +10,9 @@ import argparse
 import json
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
-from typing import TextIO
+from typing import Any, TextIO
 
 from enclave import __version__
 
@@ -43,13 +43,24 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: model's)")
     chat.add_argument("--seed", type=int, default=None, help="random seed for repeatable output")
     chat.add_argument("--json", action="store_true", help="print one JSON object with reasoning, content and stats")
+    chat.set_defaults(handler=lambda args: run_chat(args, sys.stdout, sys.stderr))
+
+    for register in _command_groups():
+        register(commands)
     return parser
+
+
+def _command_groups() -> list[Callable[[Any], None]]:
+    """Each area adds its own subcommands: ``register(subparsers)`` sets ``handler=fn(args) -> exit code``."""
+    groups: list[Callable[[Any], None]] = []
+    return groups
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "chat":
-        return run_chat(args, sys.stdout, sys.stderr)
+    handler = getattr(args, "handler", None)
+    if handler is not None:
+        return int(handler(args))
     from enclave.ui.app import run_gui
 
     return run_gui(model_path=args.model)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Callable
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
@@ -141,6 +142,14 @@ class EngineWorker(QObject):
             thread.quit()
 
 
+_controllers: weakref.WeakSet[EngineController] = weakref.WeakSet()
+
+
+def running_controllers() -> list[EngineController]:
+    """Controllers whose engine thread is still running (tests assert none are left behind)."""
+    return [c for c in list(_controllers) if c.thread_running]
+
+
 class EngineController(QObject):
     """GUI-thread facade over the engine thread. Create it on the GUI thread; call ``shutdown()`` before exit."""
 
@@ -170,6 +179,7 @@ class EngineController(QObject):
         self._model: ModelInfo | None = None
         self._loading = False
         self._started = False
+        _controllers.add(self)
 
         # Requests: GUI -> worker. The worker lives in another thread, so these connections are queued.
         self._loadRequested.connect(self._worker.load)
