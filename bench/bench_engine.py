@@ -18,6 +18,7 @@ import random
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,12 @@ from PySide6.QtCore import QCoreApplication, QEventLoop, QTimer
 from enclave.engine.llama_backend import LlamaCppBackend
 from enclave.engine.types import (
     ChatMessage,
+    Finished,
+    GenerationControl,
     GenerationRequest,
     LoadRequest,
     SamplingParams,
+    TextDelta,
 )
 from enclave.workers.engine_worker import EngineController
 
@@ -227,6 +231,40 @@ def stop_latency(app: QCoreApplication, controller: EngineController, *, during_
     return recorder.finished_at - pressed
 
 
+def engine_stop_latency(model: Path, threads: int, n_ctx: int, trials: int = 10) -> list[float]:
+    """cancel.set() from another thread at a random moment -> the engine's generator has returned Finished."""
+    backend = LlamaCppBackend()
+    backend.load(LoadRequest(path=str(model), n_ctx=n_ctx, n_threads=threads))
+    latencies: list[float] = []
+    for _ in range(trials):
+        control = GenerationControl()
+        started = threading.Event()
+        finished_at: list[float] = []
+
+        def generate(
+            control: GenerationControl = control,
+            started: threading.Event = started,
+            finished_at: list[float] = finished_at,
+        ) -> None:
+            request = GenerationRequest(messages=(ChatMessage("user", PROMPT),), sampling=GREEDY, max_tokens=400)
+            for event in backend.stream_chat(request, control):
+                if isinstance(event, TextDelta):
+                    started.set()
+                elif isinstance(event, Finished):
+                    finished_at.append(time.perf_counter())
+
+        worker = threading.Thread(target=generate)
+        worker.start()
+        started.wait()
+        time.sleep(0.1 + random.uniform(0.0, 0.06))
+        pressed = time.perf_counter()
+        control.cancel.set()
+        worker.join()
+        latencies.append(finished_at[0] - pressed)
+    backend.unload()
+    return latencies
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", type=Path)
@@ -279,6 +317,11 @@ def main() -> int:
             f"over {len(values)} stops  (goal <= 200 ms)"
         )
     controller.shutdown()
+    engine = engine_stop_latency(args.model, args.threads, args.ctx)
+    print(
+        f"   engine side (cancel from another thread at a random moment): median "
+        f"{statistics.median(engine) * 1000:.1f} ms, max {max(engine) * 1000:.1f} ms over {len(engine)} stops"
+    )
     QTimer.singleShot(0, app.quit)
     return 0
 
