@@ -200,6 +200,20 @@ class LlamaCppBackend:
     # --- generation -------------------------------------------------------------------------------------------
 
     def stream_chat(self, request: GenerationRequest, control: GenerationControl) -> Iterator[StreamEvent]:
+        llm, _, _ = self._require()
+        try:
+            yield from self._stream_chat(request, control)
+        except RuntimeError as exc:
+            # llama_decode failed (out of memory, a full KV cache, a backend error): the cache may now disagree with
+            # what we think it holds, so start clean next time rather than reuse a damaged prefix.
+            llm.reset()
+            llm._ctx.kv_cache_clear()
+            raise EngineError(
+                f"llama.cpp failed while generating: {exc}. Try again; if it keeps failing, lower the context "
+                "length or the GPU layers in Settings."
+            ) from exc
+
+    def _stream_chat(self, request: GenerationRequest, control: GenerationControl) -> Iterator[StreamEvent]:
         llm, fmt, info = self._require()
         n_ctx = info.n_ctx
         reserve = request.max_tokens if request.max_tokens else n_ctx // 4
