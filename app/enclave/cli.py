@@ -52,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command_groups() -> list[Callable[[Any], None]]:
     """Each area adds its own subcommands: ``register(subparsers)`` sets ``handler=fn(args) -> exit code``."""
-    groups: list[Callable[[Any], None]] = []
-    return groups
+    from enclave.models.cli_commands import register as register_models
+
+    return [register_models]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
