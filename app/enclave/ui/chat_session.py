@@ -1,0 +1,314 @@
+"""The chat's logic on the GUI thread: store ↔ engine ↔ transcript.
+
+Sends build an immutable GenerationRequest from what is stored (answers only: earlier reasoning is never sent back),
+streamed text is shown as it arrives and saved at least once a second, so a killed process loses at most a second
+and the partial answer comes back marked "interrupted".
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from PySide6.QtCore import QObject, Signal, Slot
+
+from enclave.engine.types import ChatMessage, Finished, FinishReason, GenerationRequest, GenerationStats, ModelInfo
+from enclave.settings.settings import Settings
+from enclave.storage.chats import ChatStore, Conversation, Message, MessageStats, MessageStatus
+from enclave.ui.message_card import MessageCard
+from enclave.ui.transcript import Transcript
+from enclave.workers.engine_worker import EngineController
+
+SAVE_INTERVAL_S = 1.0
+NEW_CHAT_TITLE = "New chat"
+SENDABLE = (MessageStatus.COMPLETE, MessageStatus.CANCELLED, MessageStatus.INTERRUPTED)
+
+
+def title_from(text: str, words: int = 6) -> str:
+    """A chat title from the user's first message (never from the model's reasoning)."""
+    parts = text.split()
+    title = " ".join(parts[:words])
+    if len(parts) > words:
+        title += "…"
+    return title[:80] or NEW_CHAT_TITLE
+
+
+def message_stats(stats: GenerationStats) -> MessageStats:
+    return MessageStats(
+        completion_tokens=stats.completion_tokens,
+        reasoning_tokens=stats.reasoning_tokens,
+        tokens_per_second=stats.tokens_per_second,
+        prompt_tokens=stats.prompt_tokens,
+        context_used=stats.context_used,
+        context_size=stats.context_size,
+    )
+
+
+@dataclass
+class LiveReply:
+    request_id: str
+    conversation_id: int
+    message_id: int
+    model: str
+    sent_ids: list[int]
+    reasoning: list[str] = field(default_factory=list)
+    content: list[str] = field(default_factory=list)
+    last_saved: float = field(default_factory=time.monotonic)
+    thinking_started: float | None = None
+    thinking_seconds: float | None = None
+
+
+class ChatSession(QObject):
+    busyChanged = Signal(bool)
+    statsChanged = Signal(object)  # GenerationStats of the last reply
+    conversationsChanged = Signal()
+    conversationOpened = Signal(int)
+    problem = Signal(str)  # a sentence for the user
+    editRequested = Signal(int)  # a user message's Edit button
+
+    def __init__(
+        self,
+        store: ChatStore,
+        controller: EngineController,
+        transcript: Transcript,
+        settings: Callable[[], Settings],
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.store = store
+        self.controller = controller
+        self.transcript = transcript
+        self._settings = settings
+        self.conversation_id: int | None = None
+        self.live: LiveReply | None = None
+        controller.textReady.connect(self._on_text)
+        controller.thinkingClosed.connect(self._on_thinking_closed)
+        controller.contextTrimmed.connect(self._on_context_trimmed)
+        controller.generationFinished.connect(self._on_finished)
+        controller.generationFailed.connect(self._on_failed)
+
+    # --- conversations ----------------------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return self.live is not None
+
+    def conversation(self) -> Conversation | None:
+        return self.store.conversation(self.conversation_id) if self.conversation_id is not None else None
+
+    def new_conversation(self) -> int:
+        conversation = self.store.create_conversation(NEW_CHAT_TITLE, self._settings().default_system_prompt)
+        self.open_conversation(conversation.id)
+        self.conversationsChanged.emit()
+        return conversation.id
+
+    def open_conversation(self, conversation_id: int) -> None:
+        if self.conversation_id == conversation_id and self.transcript.cards():
+            return
+        self.conversation_id = conversation_id
+        self._rebuild()
+        self.conversationOpened.emit(conversation_id)
+
+    def delete_conversation(self, conversation_id: int) -> None:
+        if self.live is not None and self.live.conversation_id == conversation_id:
+            self.stop()
+            self._finalize(MessageStatus.CANCELLED, None, None)
+        self.store.delete_conversation(conversation_id)
+        if self.conversation_id == conversation_id:
+            self.conversation_id = None
+            self.transcript.clear()
+        self.conversationsChanged.emit()
+
+    def _rebuild(self) -> None:
+        self.transcript.clear()
+        if self.conversation_id is None:
+            return
+        for message in self.store.messages(self.conversation_id):
+            if message.role == "system":
+                continue
+            self._add_card(MessageCard.from_message(message))
+        self.transcript.scroll_to_end()
+
+    def _add_card(self, card: MessageCard) -> MessageCard:
+        card.regenerateRequested.connect(self.regenerate)
+        card.editRequested.connect(self.editRequested)
+        card.answerNowRequested.connect(self.answer_now)
+        self.transcript.add_card(card)
+        return card
+
+    # --- sending ----------------------------------------------------------------------------------------------
+
+    def send(self, text: str, *, replace_from: int | None = None) -> bool:
+        """Ask ``text`` in the current chat (creating one if needed); ``replace_from`` edits an earlier message."""
+        model = self.controller.model
+        if self.live is not None:
+            return False
+        if model is None:
+            self.problem.emit("No model is loaded yet. Open a GGUF model first (File → Open model…).")
+            return False
+        if self.conversation_id is None:
+            self.new_conversation()
+        assert self.conversation_id is not None
+        if replace_from is not None:
+            self.store.delete_messages_from(replace_from)
+            self._rebuild()
+        conversation = self.store.conversation(self.conversation_id)
+        if conversation.title == NEW_CHAT_TITLE:
+            self.store.rename_conversation(conversation.id, title_from(text))
+        user = self.store.add_message(self.conversation_id, "user", text)
+        self._add_card(MessageCard.from_message(user))
+        self.conversationsChanged.emit()
+        return self._start_reply(model)
+
+    @Slot(int)
+    def regenerate(self, message_id: int) -> None:
+        """Write the answer ``message_id`` again: it and everything after it are replaced."""
+        model = self.controller.model
+        if self.live is not None or model is None or self.conversation_id is None:
+            return
+        self.store.delete_messages_from(message_id)
+        self._rebuild()
+        self._start_reply(model)
+
+    def _start_reply(self, model: ModelInfo) -> bool:
+        assert self.conversation_id is not None
+        conversation = self.store.conversation(self.conversation_id)
+        history = self.store.messages(self.conversation_id)
+        messages: list[ChatMessage] = []
+        if conversation.system_prompt.strip():
+            messages.append(ChatMessage("system", conversation.system_prompt))
+        sent_ids: list[int] = []
+        for message in history:
+            if message.role == "user" or (
+                message.role == "assistant" and message.status in SENDABLE and message.content.strip()
+            ):
+                messages.append(ChatMessage("user" if message.role == "user" else "assistant", message.content))
+                sent_ids.append(message.id)
+        settings = self._settings()
+        sampling = model.default_sampling
+        if settings.temperature is not None:
+            sampling = replace(sampling, temperature=settings.temperature)
+        if settings.top_p is not None:
+            sampling = replace(sampling, top_p=settings.top_p)
+        request = GenerationRequest(
+            messages=tuple(messages),
+            sampling=sampling,
+            max_tokens=settings.max_tokens or None,
+            think_budget=settings.think_budget or None,
+        )
+        reply = self.store.add_message(
+            self.conversation_id, "assistant", "", status=MessageStatus.STREAMING, model=model.name
+        )
+        card = self._add_card(MessageCard(reply.role, reply.id))
+        card.start_streaming(model.name)
+        self.live = LiveReply(request.request_id, self.conversation_id, reply.id, model.name, sent_ids)
+        self.controller.generate(request)
+        self.transcript.scroll_to_end()
+        self.busyChanged.emit(True)
+        return True
+
+    def stop(self) -> None:
+        if self.live is not None:
+            self.controller.cancel(self.live.request_id)
+
+    @Slot()
+    def answer_now(self) -> None:
+        if self.live is not None:
+            self.controller.answer_now(self.live.request_id)
+
+    def last_message(self) -> Message | None:
+        if self.conversation_id is None:
+            return None
+        messages = self.store.messages(self.conversation_id)
+        return messages[-1] if messages else None
+
+    # --- streaming results ------------------------------------------------------------------------------------
+
+    def _card(self) -> MessageCard | None:
+        if self.live is None or self.live.conversation_id != self.conversation_id:
+            return None  # the user switched to another chat: keep saving, stop drawing
+        return self.transcript.card_for(self.live.message_id)
+
+    @Slot(str, str, str)
+    def _on_text(self, request_id: str, reasoning: str, content: str) -> None:
+        live = self.live
+        if live is None or live.request_id != request_id:
+            return
+        if reasoning:
+            live.reasoning.append(reasoning)
+            if live.thinking_started is None:
+                live.thinking_started = time.monotonic()
+        if content:
+            live.content.append(content)
+            if live.thinking_started is not None and live.thinking_seconds is None:
+                live.thinking_seconds = time.monotonic() - live.thinking_started
+        card = self._card()
+        if card is not None:
+            card.append(reasoning, content)
+        now = time.monotonic()
+        if now - live.last_saved >= SAVE_INTERVAL_S:
+            live.last_saved = now
+            self.store.update_message(live.message_id, content="".join(live.content), reasoning="".join(live.reasoning))
+
+    @Slot(str, bool)
+    def _on_thinking_closed(self, request_id: str, forced: bool) -> None:
+        live = self.live
+        if live is None or live.request_id != request_id:
+            return
+        if live.thinking_started is not None and live.thinking_seconds is None:
+            live.thinking_seconds = time.monotonic() - live.thinking_started
+        card = self._card()
+        if card is not None:
+            card.close_thinking()
+
+    @Slot(str, int)
+    def _on_context_trimmed(self, request_id: str, dropped: int) -> None:
+        live = self.live
+        if live is None or live.request_id != request_id or not live.sent_ids:
+            return
+        anchor = live.sent_ids[min(dropped, len(live.sent_ids) - 1)]
+        if live.conversation_id == self.conversation_id:
+            self.transcript.show_context_marker(dropped, anchor)
+
+    @Slot(str, object)
+    def _on_finished(self, request_id: str, finished: Finished) -> None:
+        if self.live is None or self.live.request_id != request_id:
+            return
+        status = MessageStatus.CANCELLED if finished.reason is FinishReason.CANCELLED else MessageStatus.COMPLETE
+        self._finalize(status, finished.stats, None)
+        self.statsChanged.emit(finished.stats)
+
+    @Slot(str, str)
+    def _on_failed(self, request_id: str, message: str) -> None:
+        if self.live is None or self.live.request_id != request_id:
+            return
+        self._finalize(MessageStatus.FAILED, None, message)
+
+    def _finalize(self, status: MessageStatus, stats: GenerationStats | None, error: str | None) -> None:
+        live = self.live
+        if live is None:
+            return
+        if live.thinking_started is not None and live.thinking_seconds is None:
+            live.thinking_seconds = time.monotonic() - live.thinking_started
+        stored_stats = message_stats(stats) if stats is not None else None
+        self.store.update_message(
+            live.message_id,
+            content="".join(live.content),
+            reasoning="".join(live.reasoning),
+            status=status,
+            thinking_seconds=live.thinking_seconds,
+            stats=stored_stats,
+            error=error,
+        )
+        card = self._card()
+        self.live = None
+        if card is not None:
+            card.finish(status, stored_stats, live.model, error)
+        self.busyChanged.emit(False)
+
+    def shutdown(self) -> None:
+        """The window is closing: stop the reply and keep what was written so far."""
+        if self.live is not None:
+            self.controller.cancel(self.live.request_id)
+            self._finalize(MessageStatus.CANCELLED, None, None)

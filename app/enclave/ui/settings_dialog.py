@@ -1,0 +1,139 @@
+"""Settings → a form over the typed Settings; validation comes from the settings module, not from the widgets."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QWidget,
+)
+
+from enclave.settings.settings import Settings, SettingsError, validate
+
+MODEL_FIELDS = ("model_path", "context_length", "gpu_layers", "threads")
+
+
+class SettingsDialog(QDialog):
+    def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Settings")
+        self.setAccessibleName("Settings")
+        self._original = settings
+        self.result_settings: Settings | None = None
+
+        self.model_path = QLineEdit(settings.model_path or "", self)
+        self.model_path.setAccessibleName("Model file")
+        browse = QPushButton("Browse…", self)
+        browse.setAccessibleName("Choose a model file")
+        browse.clicked.connect(self._browse)
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model_path, 1)
+        model_row.addWidget(browse)
+
+        self.context = self._spin(512, 1_048_576, settings.context_length, "Context length (tokens)", step=512)
+        self.gpu_layers = self._spin(-1, 1000, settings.gpu_layers, "GPU layers (-1 = all)")
+        self.gpu_layers.setSpecialValueText("All that fit")
+        self.threads = self._spin(0, 1024, settings.threads or 0, "CPU threads (0 = automatic)")
+        self.threads.setSpecialValueText("Automatic")
+        self.temperature, self.temperature_default = self._optional_float(settings.temperature, 0.0, 2.0, 0.6)
+        self.top_p, self.top_p_default = self._optional_float(settings.top_p, 0.0, 1.0, 0.95)
+        self.max_tokens = self._spin(0, 1_048_576, settings.max_tokens, "Maximum answer length (0 = no limit)")
+        self.max_tokens.setSpecialValueText("No limit")
+        self.think_budget = self._spin(0, 1_048_576, settings.think_budget, "Thinking budget in tokens (0 = off)")
+        self.think_budget.setSpecialValueText("Off (think as long as needed)")
+        self.system_prompt = QPlainTextEdit(settings.default_system_prompt, self)
+        self.system_prompt.setAccessibleName("Default system prompt for new chats")
+        self.system_prompt.setFixedHeight(80)
+        self.error = QLabel(self)
+        self.error.setWordWrap(True)
+        self.error.hide()
+
+        form = QFormLayout(self)
+        form.addRow("Model file", model_row)
+        form.addRow("Context length", self.context)
+        form.addRow("GPU layers", self.gpu_layers)
+        form.addRow("CPU threads", self.threads)
+        form.addRow("Temperature", self._with_default(self.temperature, self.temperature_default))
+        form.addRow("Top-p", self._with_default(self.top_p, self.top_p_default))
+        form.addRow("Maximum answer length", self.max_tokens)
+        form.addRow("Thinking budget", self.think_budget)
+        form.addRow("Default system prompt", self.system_prompt)
+        form.addRow(self.error)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel, self)
+        buttons.accepted.connect(self._accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def _spin(self, low: int, high: int, value: int, accessible: str, step: int = 1) -> QSpinBox:
+        spin = QSpinBox(self)
+        spin.setRange(low, high)
+        spin.setSingleStep(step)
+        spin.setValue(value)
+        spin.setAccessibleName(accessible)
+        return spin
+
+    def _optional_float(
+        self, value: float | None, low: float, high: float, fallback: float
+    ) -> tuple[QDoubleSpinBox, QCheckBox]:
+        spin = QDoubleSpinBox(self)
+        spin.setRange(low, high)
+        spin.setSingleStep(0.05)
+        spin.setDecimals(2)
+        spin.setValue(value if value is not None else fallback)
+        use_default = QCheckBox("Model's recommended value", self)
+        use_default.setChecked(value is None)
+        spin.setEnabled(value is not None)
+        use_default.toggled.connect(lambda checked: spin.setEnabled(not checked))
+        return spin, use_default
+
+    def _with_default(self, spin: QDoubleSpinBox, default: QCheckBox) -> QWidget:
+        box = QWidget(self)
+        row = QHBoxLayout(box)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(spin)
+        row.addWidget(default)
+        return box
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a model", self.model_path.text(), "GGUF models (*.gguf)")
+        if path:
+            self.model_path.setText(path)
+
+    def collected(self) -> Settings:
+        return replace(
+            self._original,
+            model_path=self.model_path.text().strip() or None,
+            context_length=self.context.value(),
+            gpu_layers=self.gpu_layers.value(),
+            threads=self.threads.value() or None,
+            temperature=None if self.temperature_default.isChecked() else self.temperature.value(),
+            top_p=None if self.top_p_default.isChecked() else self.top_p.value(),
+            max_tokens=self.max_tokens.value(),
+            think_budget=self.think_budget.value(),
+            default_system_prompt=self.system_prompt.toPlainText(),
+        )
+
+    def _accept(self) -> None:
+        try:
+            self.result_settings = validate(self.collected())
+        except SettingsError as exc:
+            self.error.setText(str(exc))
+            self.error.show()
+            return
+        self.accept()
+
+    def model_changed(self) -> bool:
+        new = self.result_settings
+        return new is not None and any(getattr(new, f) != getattr(self._original, f) for f in MODEL_FIELDS)

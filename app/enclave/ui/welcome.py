@@ -1,0 +1,69 @@
+"""The first screen when no model is loaded: what Enclave is, and one clear thing to do."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+
+from enclave.ui.style import mute, scaled_font
+
+
+class WelcomePage(QWidget):
+    openModelRequested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setAccessibleName("Welcome")
+        title = QLabel("Run DeepSeek R1 privately on this computer", self)
+        title.setFont(scaled_font(self, 1.6, bold=True))
+        title.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        title.setWordWrap(True)
+        intro = QLabel(
+            "Your chats, documents and models stay on this machine. Nothing is sent anywhere.\n"
+            "Open a GGUF model file to start — for example DeepSeek-R1-0528-Qwen3-8B-Q4_K_M.gguf.",
+            self,
+        )
+        intro.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        intro.setWordWrap(True)
+        mute(intro)
+        self.open_button = QPushButton("Open a GGUF model…", self)
+        self.open_button.setAccessibleName("Open a GGUF model file")
+        self.open_button.setDefault(True)
+        self.open_button.clicked.connect(self.openModelRequested)
+        self.status = QLabel(self)
+        self.status.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.status.setAccessibleName("Model status")
+        self.progress = QProgressBar(self)
+        self.progress.setRange(0, 0)
+        self.progress.setTextVisible(False)
+        self.progress.setMaximumWidth(320)
+        self.progress.hide()
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(48, 48, 48, 48)
+        layout.setSpacing(14)
+        layout.addStretch(2)
+        layout.addWidget(title)
+        layout.addWidget(intro)
+        layout.addSpacing(8)
+        layout.addWidget(self.open_button, 0, Qt.AlignmentFlag.AlignHCenter)
+        layout.addWidget(self.progress, 0, Qt.AlignmentFlag.AlignHCenter)
+        layout.addWidget(self.status)
+        layout.addStretch(3)
+
+    def show_loading(self, text: str) -> None:
+        self.status.setText(text)
+        self.progress.show()
+        self.open_button.setEnabled(False)
+
+    def show_error(self, text: str) -> None:
+        self.progress.hide()
+        self.open_button.setEnabled(True)
+        self.status.setText(f"Could not open the model. {text}")
+
+    def reset(self) -> None:
+        self.progress.hide()
+        self.open_button.setEnabled(True)
+        self.status.clear()

@@ -1,0 +1,283 @@
+"""The main window driven like a user would, with a scripted backend on the real engine thread."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PySide6.QtCore import Qt
+
+from enclave.paths import app_paths
+from enclave.settings.settings import Settings, SettingsStore
+from enclave.storage.chats import ChatStore, MessageStatus
+from enclave.ui.main_window import MainWindow
+from enclave.ui.transcript import ContextMarker
+from enclave.workers.engine_worker import EngineController
+from fakes import Script, ScriptedBackend
+
+REASONING = "The user wants a greeting. A short friendly answer is best."
+ANSWER = "Hello! Here is some code:\n\n```python\nprint('hi')\n```\n\nAnything else?"
+
+
+class App:
+    """One window over one store; ``restart()`` closes everything and opens it again on the same files."""
+
+    def __init__(self, qtbot: Any, backend: ScriptedBackend, model: Path) -> None:
+        self.qtbot = qtbot
+        self.backend = backend
+        self.model = model
+        self.paths = app_paths().ensure()
+        self.open()
+
+    def open(self) -> None:
+        self.store = ChatStore(self.paths.chats_db)
+        self.controller = EngineController(lambda: self.backend)
+        self.window = MainWindow(self.store, self.controller, SettingsStore(self.paths.settings_file), Settings())
+        self.qtbot.addWidget(self.window)
+        self.window.show()
+
+    def close(self) -> None:
+        self.window.close()
+        self.store.close()
+
+    def restart(self) -> None:
+        self.close()
+        self.open()
+
+    def load(self) -> None:
+        with self.qtbot.waitSignal(self.controller.modelLoaded, timeout=5000):
+            self.window.load_model(str(self.model))
+
+    def send(self, text: str, *, wait: bool = True) -> None:
+        self.window.composer.editor.setPlainText(text)
+        self.qtbot.keyClick(self.window.composer.editor, Qt.Key.Key_Return)
+        if wait:
+            self.wait_idle()
+
+    def wait_idle(self) -> None:
+        self.qtbot.waitUntil(lambda: not self.window.session.busy, timeout=10_000)
+
+    def messages(self) -> list[Any]:
+        conversation_id = self.window.session.conversation_id
+        assert conversation_id is not None
+        return self.store.messages(conversation_id)
+
+
+@pytest.fixture
+def backend() -> ScriptedBackend:
+    return ScriptedBackend(Script(reasoning=REASONING, answer=ANSWER, chunk_chars=3, delay_s=0.002))
+
+
+@pytest.fixture
+def app(qtbot: Any, backend: ScriptedBackend, tmp_path: Path) -> Iterator[App]:
+    model = tmp_path / "DeepSeek-R1-0528-Qwen3-8B-Q4_K_M.gguf"
+    model.write_bytes(b"scripted")
+    instance = App(qtbot, backend, model)
+    yield instance
+    instance.close()
+
+
+def test_first_run_shows_the_welcome_page(app: App) -> None:
+    assert app.window.pages.currentWidget() is app.window.welcome
+    assert app.window.welcome.open_button.isEnabled()
+    app.load()
+    assert app.window.pages.currentWidget() is app.window.chat_page
+    assert "Scripted" in app.window.model_label.text()
+
+
+def test_send_streams_and_stores_the_answer_with_its_reasoning(app: App) -> None:
+    app.load()
+    app.send("Say hello")
+    user, answer = app.messages()
+    assert (user.role, user.content) == ("user", "Say hello")
+    assert answer.content == ANSWER and answer.reasoning == REASONING
+    assert answer.status is MessageStatus.COMPLETE
+    assert answer.model == app.model.stem
+    assert answer.stats is not None and answer.stats.completion_tokens > 0
+    card = app.window.transcript.cards()[-1]
+    assert card.answer.markdown() == ANSWER
+    assert card.answer.code_block(0) == "print('hi')"
+    # The chat was titled from the question, never from the reasoning.
+    assert app.store.conversation(answer.conversation_id).title == "Say hello"
+    # What the engine received: the question only, no earlier reasoning.
+    assert [m.content for m in app.backend.requests[-1].messages] == ["Say hello"]
+    assert app.window.context_gauge.value() > 0
+
+
+def test_earlier_reasoning_is_never_sent_back(app: App) -> None:
+    app.load()
+    app.send("First")
+    app.send("Second")
+    sent = app.backend.requests[-1].messages
+    assert [m.role for m in sent] == ["user", "assistant", "user"]
+    assert sent[1].content == ANSWER
+    assert all(REASONING not in m.content for m in sent)
+
+
+def test_text_arrives_while_streaming_and_stop_keeps_the_partial_answer(app: App) -> None:
+    app.backend.script.delay_s = 0.01
+    app.load()
+    app.send("Tell me something long", wait=False)
+    card = app.window.transcript.cards()[-1]
+    app.qtbot.waitUntil(lambda: len(card.thinking.text) > 0, timeout=5000)
+    assert app.window.composer.send_button.text() == "Stop"
+    assert card.thinking.header.text().startswith("Thinking…")
+    app.qtbot.keyClick(app.window, Qt.Key.Key_Escape)
+    app.wait_idle()
+    answer = app.messages()[-1]
+    assert answer.status is MessageStatus.CANCELLED
+    assert 0 < len(answer.reasoning) < len(REASONING)
+    assert card.status.text() == "Stopped."
+    assert app.window.composer.send_button.text() == "Send"
+
+
+def test_thinking_block_collapses_when_the_answer_starts(app: App) -> None:
+    app.backend.script.delay_s = 0.01
+    app.load()
+    app.send("Hi", wait=False)
+    card = app.window.transcript.cards()[-1]
+    app.qtbot.waitUntil(lambda: card.thinking.isVisible() and card.thinking.header.isChecked(), timeout=5000)
+    assert card.thinking.body.isVisible()
+    app.qtbot.waitUntil(lambda: bool(card.answer.markdown()), timeout=10_000)
+    assert card.thinking.header.text().startswith("Thought for")
+    assert not card.thinking.header.isChecked() and not card.thinking.body.isVisible()
+    app.wait_idle()
+    card.thinking.header.click()  # the user can open it again
+    assert card.thinking.body.isVisible()
+    assert card.thinking.text == REASONING
+
+
+def test_answer_now_closes_the_thinking(app: App) -> None:
+    app.backend.script.delay_s = 0.02
+    app.load()
+    app.send("Think hard", wait=False)
+    card = app.window.transcript.cards()[-1]
+    app.qtbot.waitUntil(lambda: card.thinking.answer_now.isVisible(), timeout=5000)
+    card.thinking.answer_now.click()
+    app.wait_idle()
+    answer = app.messages()[-1]
+    assert answer.content == ANSWER
+    assert len(answer.reasoning) < len(REASONING)
+
+
+def test_regenerate_replaces_the_last_answer(app: App) -> None:
+    app.load()
+    app.send("Question")
+    old = app.messages()[-1]
+    app.window.transcript.cards()[-1].regenerate_button.click()
+    app.wait_idle()
+    messages = app.messages()
+    assert [m.role for m in messages] == ["user", "assistant"]
+    assert len(app.backend.requests) == 2  # asked again, with the same history
+    assert app.backend.requests[1].messages == app.backend.requests[0].messages
+    assert messages[-1].created_at > old.created_at and messages[-1].status is MessageStatus.COMPLETE
+    assert len(app.window.transcript.cards()) == 2
+
+
+def test_edit_and_resend_truncates_the_conversation(app: App) -> None:
+    app.load()
+    app.send("First question")
+    app.send("Second question")
+    first_user = app.window.transcript.cards()[0]
+    first_user.edit_button.click()
+    assert app.window.composer.editing_message_id == first_user.message_id
+    assert app.window.composer.text == "First question"
+    app.send("Better first question")
+    messages = app.messages()
+    assert [(m.role, m.content) for m in messages] == [("user", "Better first question"), ("assistant", ANSWER)]
+    assert app.window.composer.editing_message_id is None
+
+
+def test_context_trimmed_marker_is_shown(app: App) -> None:
+    app.load()
+    app.send("One")
+    app.send("Two")
+    app.backend.script.dropped_messages = 2
+    app.send("Three")
+    markers = app.window.transcript.findChildren(ContextMarker)
+    assert len(markers) == 1 and markers[0].dropped == 2
+    assert "2 earlier messages" in markers[0].text()
+    # It sits right before the first message that was still sent ("Two").
+    layout_widgets = [w for w in app.window.transcript._widgets() if w.isVisibleTo(app.window)]
+    index = layout_widgets.index(markers[0])
+    following = layout_widgets[index + 1]
+    assert getattr(following, "message_id", None) == app.messages()[2].id
+
+
+def test_failure_is_shown_and_stored(app: App) -> None:
+    app.load()
+    app.backend.script.fail_with = "The model ran out of memory."
+    app.send("Hi")
+    answer = app.messages()[-1]
+    assert answer.status is MessageStatus.FAILED and answer.error == "The model ran out of memory."
+    assert "ran out of memory" in app.window.transcript.cards()[-1].status.text()
+
+
+def test_restart_restores_chats_and_marks_interrupted_answers(app: App) -> None:
+    app.load()
+    app.send("Keep this")
+    conversation_id = app.window.session.conversation_id
+    assert conversation_id is not None
+    # Simulate a killed process: an answer left in STREAMING state.
+    partial = app.store.add_message(
+        conversation_id, "assistant", "Half an ans", reasoning="some thought", status=MessageStatus.STREAMING
+    )
+    app.restart()
+    assert app.window.session.conversation_id == conversation_id
+    cards = app.window.transcript.cards()
+    assert [c.role for c in cards] == ["user", "assistant", "assistant"]
+    restored = app.store.messages(conversation_id)[-1]
+    assert restored.id == partial.id and restored.status is MessageStatus.INTERRUPTED
+    assert cards[-1].answer.markdown() == "Half an ans"
+    assert cards[-1].status.text().startswith("Interrupted")
+
+
+def test_search_filters_conversations(app: App) -> None:
+    app.load()
+    app.send("Tell me about volcanoes")
+    app.window.new_chat()
+    app.send("Recipe for bread")
+    assert app.window.conversations.model.rowCount() == 2
+    app.qtbot.keyClicks(app.window.conversations.search, "bread")
+    assert app.window.conversations.model.rowCount() == 1
+    app.window.conversations.search.clear()
+    app.window.conversations.search.setText("Anything else")  # message text, not only titles
+    assert app.window.conversations.model.rowCount() == 2
+
+
+def test_enter_sends_and_shift_enter_adds_a_line(app: App) -> None:
+    app.load()
+    editor = app.window.composer.editor
+    app.qtbot.keyClicks(editor, "line one")
+    app.qtbot.keyClick(editor, Qt.Key.Key_Return, Qt.KeyboardModifier.ShiftModifier)
+    app.qtbot.keyClicks(editor, "line two")
+    assert editor.toPlainText() == "line one\nline two"
+    assert app.backend.requests == []
+    app.qtbot.keyClick(editor, Qt.Key.Key_Return)
+    app.wait_idle()
+    assert app.messages()[0].content == "line one\nline two"
+    assert editor.toPlainText() == ""
+
+
+def test_model_load_failure_is_explained(app: App, tmp_path: Path) -> None:
+    with app.qtbot.waitSignal(app.controller.modelLoadFailed, timeout=5000):
+        app.window.load_model(str(tmp_path / "missing.gguf"))
+    assert "not found" in app.window.welcome.status.text()
+    assert app.window.welcome.open_button.isEnabled()
+
+
+def test_widgets_have_accessible_names(app: App) -> None:
+    app.load()
+    app.send("Hi")
+    from PySide6.QtWidgets import QAbstractButton, QLineEdit, QPlainTextEdit
+
+    interactive = [
+        w
+        for cls in (QAbstractButton, QLineEdit, QPlainTextEdit)
+        for w in app.window.findChildren(cls)
+        if w.isVisibleTo(app.window) and w.window() is app.window
+    ]
+    unnamed = [w for w in interactive if not w.accessibleName() and not getattr(w, "text", lambda: "")()]
+    assert interactive and not unnamed
