@@ -1,0 +1,47 @@
+"""End to end: the window, the engine thread and llama.cpp with the real Gemma GGUF (no scripted parts)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt
+
+from enclave.paths import app_paths
+from enclave.settings.settings import Settings, SettingsStore
+from enclave.storage.chats import ChatStore, MessageStatus
+from enclave.ui.app import real_backend
+from enclave.ui.main_window import MainWindow
+from enclave.workers.engine_worker import EngineController
+
+
+def test_chat_with_the_real_model(qtbot: Any, gemma_path: Path) -> None:
+    paths = app_paths().ensure()
+    store = ChatStore(paths.chats_db)
+    controller = EngineController(real_backend)
+    settings = replace(Settings(), context_length=1024, max_tokens=16, threads=2)
+    window = MainWindow(store, controller, SettingsStore(paths.settings_file), settings)
+    qtbot.addWidget(window)
+    window.show()
+    try:
+        with qtbot.waitSignal(controller.modelLoaded, timeout=60_000):
+            window.load_model(str(gemma_path))
+        assert "Gemma (fallback)" in window.model_label.text()
+        assert "no template in the model file" in window.model_label.toolTip()
+        window.composer.editor.setPlainText("What colour is the sky?")
+        qtbot.keyClick(window.composer.editor, Qt.Key.Key_Return)
+        qtbot.waitUntil(lambda: not window.session.busy, timeout=60_000)
+        conversation_id = window.session.conversation_id
+        assert conversation_id is not None
+        user, answer = store.messages(conversation_id)
+        assert user.content == "What colour is the sky?"
+        assert answer.status is MessageStatus.COMPLETE
+        assert answer.content.strip() and answer.model == "Gemma 3 270m"
+        assert answer.stats is not None and 0 < answer.stats.completion_tokens <= 16
+        assert window.transcript.cards()[-1].answer.markdown() == answer.content
+        assert window.context_gauge.maximum() == 1024 and window.context_gauge.value() > 0
+        assert window.speed_label.text().endswith("tok/s")
+    finally:
+        window.close()
+        store.close()
