@@ -94,7 +94,13 @@ def raw_run(model: Path, n_tokens: int, threads: int, n_ctx: int) -> dict[str, f
     tokens = renderer.prompt_tokens((ChatMessage("user", PROMPT),))
     renderer.unload()
     llm = Llama(
-        model_path=str(model), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, swa_full=True, verbose=False
+        model_path=str(model),
+        n_ctx=n_ctx,
+        n_threads=threads,
+        n_threads_batch=threads,
+        swa_full=True,
+        flash_attn=True,  # the same context settings as the engine
+        verbose=False,
     )
     start = time.perf_counter()
     count = 0

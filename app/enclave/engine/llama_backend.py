@@ -126,6 +126,7 @@ class LlamaCppBackend:
                 n_threads=threads,
                 n_threads_batch=threads,
                 swa_full=True,  # sliding-window models (Gemma 3) need a full cache for prefix reuse across turns
+                flash_attn=True,  # smaller compute buffers at long contexts (the fit estimate assumes it), a bit faster
                 verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as exc:
