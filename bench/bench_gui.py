@@ -24,14 +24,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from fakes import Script, ScriptedBackend  # noqa: E402
-from PySide6.QtCore import QElapsedTimer, QTimer  # noqa: E402
-from PySide6.QtWidgets import QApplication  # noqa: E402
+from PySide6.QtCore import QElapsedTimer, QTimer
+from PySide6.QtWidgets import QApplication
 
-from enclave.settings.settings import Settings, SettingsStore  # noqa: E402
-from enclave.storage.chats import ChatStore  # noqa: E402
-from enclave.ui.main_window import MainWindow  # noqa: E402
-from enclave.workers.engine_worker import EngineController  # noqa: E402
+from enclave.settings.settings import Settings, SettingsStore
+from enclave.storage.chats import ChatStore
+from enclave.ui.main_window import MainWindow
+from enclave.workers.engine_worker import EngineController
+from fakes import Script, ScriptedBackend
 
 CHARS_PER_TOKEN = 4
 
