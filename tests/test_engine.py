@@ -239,9 +239,32 @@ def test_truncated_gguf_is_reported(gemma_path: Path, tmp_path: Path) -> None:
     with gemma_path.open("rb") as src:
         truncated.write_bytes(src.read(4 * 1024 * 1024))
     engine = LlamaCppBackend()
-    with pytest.raises(ModelLoadError, match=r"could not load truncated\.gguf"):
+    # Caught by the header check, before llama.cpp ever opens it.
+    with pytest.raises(ModelLoadError, match=r"truncated\.gguf: the file is incomplete"):
         engine.load(LoadRequest(path=str(truncated)))
     assert engine.model is None
+
+
+def test_damaged_tensor_data_is_reported_by_llama_cpp(gemma_path: Path, tmp_path: Path) -> None:
+    # A header that is intact but whose tensor data is cut short: the reader's extent check catches it too.
+    data = gemma_path.read_bytes()
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(data[: len(data) - 1024])
+    engine = LlamaCppBackend()
+    with pytest.raises(ModelLoadError, match=r"cut\.gguf"):
+        engine.load(LoadRequest(path=str(cut)))
+    assert engine.model is None
+
+
+def test_missing_shards_are_named(tmp_path: Path, gemma_path: Path) -> None:
+    from enclave.engine.gguf_check import _shard_paths
+
+    first = tmp_path / "R1-UD-IQ1_S-00001-of-00003.gguf"
+    assert [p.name for p in _shard_paths(first, 3)] == [
+        "R1-UD-IQ1_S-00001-of-00003.gguf",
+        "R1-UD-IQ1_S-00002-of-00003.gguf",
+        "R1-UD-IQ1_S-00003-of-00003.gguf",
+    ]
 
 
 def test_cancel_from_another_thread(backend: LlamaCppBackend) -> None:

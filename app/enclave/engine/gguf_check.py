@@ -1,7 +1,8 @@
-"""Cheap sanity checks on a model file before llama.cpp opens it.
+"""Checks on a model file before llama.cpp opens it.
 
-llama.cpp reports a bad file with a terse message (or, for some malformed headers, aborts the process), so the
-obvious cases are caught here with a message that says what is wrong and what to do.
+llama.cpp reports a bad file with a terse message, and for some malformed headers aborts the whole process, so the
+file is checked here first: the cheap cases (missing, empty, not GGUF) with a message that says what to do, then the
+whole header (counts, string and array sizes, tensor extents) with the model manager's validating reader.
 """
 
 from __future__ import annotations
@@ -49,3 +50,24 @@ def check_gguf_file(path: Path) -> None:
         raise ModelLoadError(
             f"{path.name} has a damaged header ({n_tensors} tensors, {n_kv} metadata entries). Download it again."
         )
+    from enclave.models.gguf import GGUFError, read_gguf_header
+
+    try:
+        header = read_gguf_header(path)
+    except GGUFError as exc:
+        raise ModelLoadError(str(exc)) from exc
+    if header.is_split and header.split_no == 0:
+        missing = [p.name for p in _shard_paths(path, header.split_count) if not p.is_file()]
+        if missing:
+            raise ModelLoadError(
+                f"{path.name} is part 1 of a {header.split_count}-part model, but these parts are missing: "
+                f"{', '.join(missing)}. Put all parts in the same folder."
+            )
+
+
+def _shard_paths(first: Path, count: int) -> list[Path]:
+    """Sibling shard names, llama.cpp style: name-00001-of-00003.gguf."""
+    marker = f"-00001-of-{count:05d}"
+    if marker not in first.name:
+        return []
+    return [first.with_name(first.name.replace(marker, f"-{i:05d}-of-{count:05d}")) for i in range(1, count + 1)]
