@@ -281,3 +281,31 @@ def test_widgets_have_accessible_names(app: App) -> None:
     ]
     unnamed = [w for w in interactive if not w.accessibleName() and not getattr(w, "text", lambda: "")()]
     assert interactive and not unnamed
+
+
+def test_dropping_a_gguf_file_opens_it(app: App) -> None:
+    from PySide6.QtCore import QMimeData, QPoint, QPointF, QUrl
+    from PySide6.QtGui import QDragEnterEvent, QDropEvent
+
+    # Offscreen Qt has no drag manager to route a synthetic drop, so the window's handlers are called directly.
+    text = QMimeData()
+    text.setUrls([QUrl.fromLocalFile(str(app.model.with_suffix(".txt")))])
+    refused = QDragEnterEvent(
+        QPoint(50, 50), Qt.DropAction.CopyAction, text, Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier
+    )
+    app.window.dragEnterEvent(refused)
+    assert not refused.isAccepted()
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(app.model))])
+    enter = QDragEnterEvent(
+        QPoint(50, 50), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier
+    )
+    app.window.dragEnterEvent(enter)
+    assert enter.isAccepted()
+    drop = QDropEvent(
+        QPointF(50, 50), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier
+    )
+    with app.qtbot.waitSignal(app.controller.modelLoaded, timeout=5000):
+        app.window.dropEvent(drop)
+    assert app.window.settings.model_path == str(app.model)
+    assert SettingsStore(app.paths.settings_file).load().settings.model_path == str(app.model)

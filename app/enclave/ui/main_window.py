@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, Qt, QTimer, Slot
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
     QInputDialog,
@@ -102,6 +102,7 @@ class MainWindow(QMainWindow):
         self._load_timer.setInterval(1000)
         self._load_timer.timeout.connect(self._show_load_progress)
 
+        self.setAcceptDrops(True)  # drop a .gguf file anywhere on the window to open it
         self._make_actions()
         self._connect()
         self._refresh_conversations()
@@ -182,6 +183,28 @@ class MainWindow(QMainWindow):
         if path:
             self._save_settings(replace(self.settings, model_path=path))
             self.load_model(path)
+
+    @staticmethod
+    def _dropped_model(event: QDragEnterEvent | QDropEvent) -> str | None:
+        for url in event.mimeData().urls():
+            if url.isLocalFile() and url.toLocalFile().lower().endswith(".gguf"):
+                return url.toLocalFile()
+        return None
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if self._dropped_model(event):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        path = self._dropped_model(event)
+        if path is None:
+            event.ignore()
+            return
+        event.acceptProposedAction()
+        self._save_settings(replace(self.settings, model_path=path))
+        self.load_model(path)
 
     @Slot(str)
     def _on_model_loading(self, path: str) -> None:
