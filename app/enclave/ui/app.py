@@ -56,7 +56,7 @@ def run_gui(model_path: str | None = None) -> int:
     app.setApplicationName(APP_NAME)
     app.setApplicationDisplayName(APP_NAME)
     app.setApplicationVersion(__version__)
-    app.setDesktopFileName("org.enclave_app.Enclave")
+    app.setDesktopFileName("org.enclave-app.Enclave")
 
     paths = app_paths().ensure()
     loaded = SettingsStore(paths.settings_file).load()
