@@ -53,6 +53,12 @@ def staged_config(root: Path = ROOT) -> dict[str, Any]:
     project.pop("scripts", None)  # a bundle is started by its own launcher
     project.pop("readme", None)
     project["license-files"] = ["LICENSE.txt"]
+    app = briefcase["app"][APP_NAME]
+    args = list(app.get("requirement_installer_args", []))
+    for i, arg in enumerate(args[:-1]):
+        if arg == "--find-links" and not Path(args[i + 1]).is_absolute():
+            args[i + 1] = str(root / args[i + 1])  # pip runs in Briefcase's own folders, not at the repository root
+    app["requirement_installer_args"] = args
     # Its own pytest section, so the bundle's smoke tests never pick up the source tree's test configuration.
     pytest_config = {"testpaths": ["tests"], "addopts": "-p no:cacheprovider"}
     return {"project": project, "tool": {"briefcase": briefcase, "pytest": {"ini_options": pytest_config}}}

@@ -35,8 +35,11 @@ def test_staged_project_joins_pyproject_and_briefcase_toml(staged: Path) -> None
     assert project["name"] == "enclave" and project["version"] == __version__
     assert "dynamic" not in project and "optional-dependencies" not in project
     assert project["dependencies"] == root_project["dependencies"]  # requirements come from one place
-    assert data["tool"]["briefcase"] == briefcase  # briefcase.toml reaches Briefcase unchanged
     app = data["tool"]["briefcase"]["app"]["enclave"]
+    # briefcase.toml reaches Briefcase unchanged, but for the wheelhouse path, made absolute.
+    assert app["requirement_installer_args"] == ["--find-links", str(ROOT / "wheelhouse"), "--prefer-binary"]
+    app["requirement_installer_args"] = briefcase["app"]["enclave"]["requirement_installer_args"]
+    assert data["tool"]["briefcase"] == briefcase
     base = staged.parent
     for source in app["sources"] + app["test_sources"]:
         assert (base / source).is_dir(), source
