@@ -126,10 +126,11 @@ def test_models_group_is_shared_and_idempotent() -> None:
     parser = argparse.ArgumentParser(prog="enclave")
     sub = parser.add_subparsers(dest="command")
     group = cli_commands.get_models_group(sub)
-    group.add_parser("list").set_defaults(handler=lambda args: 7)  # another area's subcommand
+    group.add_parser("other").set_defaults(handler=lambda args: 7)  # another area's subcommand
     cli_commands.register(sub)
     assert cli_commands.get_models_group(sub) is group
-    args = parser.parse_args(["models", "list"])
+    args = parser.parse_args(["models", "other"])
     assert args.handler(args) == 7
+    assert {"recommend", "fit", "list", "download", "import", "remove", "use"} <= set(group.choices)
     args = parser.parse_args(["models"])
     assert args.handler(args) == 2  # the bare group prints help

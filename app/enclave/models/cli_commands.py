@@ -67,9 +67,9 @@ def register(subparsers: Any) -> None:
     fit.add_argument("--json", action="store_true", help="print one JSON object")
     fit.set_defaults(handler=lambda args: run_fit(args, sys.stdout, sys.stderr))
 
-    # LEAD: when app/enclave/models/download_commands.py exists, add these two lines here (no try/except):
-    #     from enclave.models.download_commands import register_models_commands
-    #     register_models_commands(models)
+    from enclave.models.manage_commands import register_models_commands
+
+    register_models_commands(models)
 
 
 # --- handlers ---------------------------------------------------------------------------------------------------
