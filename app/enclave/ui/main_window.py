@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from enclave.engine.types import GenerationStats, LoadRequest, ModelInfo
+from enclave.paths import app_paths
 from enclave.settings.settings import Settings, SettingsStore
 from enclave.storage.chats import ChatStore
 from enclave.storage.export import export_conversation
@@ -31,6 +32,7 @@ from enclave.ui.conversations import ConversationPanel
 from enclave.ui.settings_dialog import SettingsDialog
 from enclave.ui.transcript import Transcript
 from enclave.ui.welcome import WelcomePage
+from enclave.workers.download_worker import DownloadController
 from enclave.workers.engine_worker import EngineController
 
 
@@ -51,6 +53,8 @@ class MainWindow(QMainWindow):
         self.settings = settings
         self._load_started = 0.0
         self._loading_name = ""
+        self._previous_model: str | None = None
+        self.downloads: DownloadController | None = None  # created when the Models dialog first opens
 
         # --- widgets ---
         self.conversations = ConversationPanel(self)
@@ -130,6 +134,7 @@ class MainWindow(QMainWindow):
         self.new_action = self._action("New chat", "Ctrl+N", self.new_chat)
         self.export_action = self._action("Export chat…", "Ctrl+E", self.export_current)
         self.settings_action = self._action("Settings…", "Ctrl+,", self.open_settings)
+        self.models_action = self._action("Models…", "Ctrl+M", self.open_models)
         self.find_action = self._action("Search chats", QKeySequence.StandardKey.Find, self.focus_search)
         self.stop_action = self._action("Stop", "Esc", self.escape)
         self.quit_action = self._action("Quit", QKeySequence.StandardKey.Quit, self.close)
@@ -137,6 +142,7 @@ class MainWindow(QMainWindow):
         for action in (self.new_action, self.open_action, self.export_action):
             file_menu.addAction(action)
         file_menu.addSeparator()
+        file_menu.addAction(self.models_action)
         file_menu.addAction(self.settings_action)
         file_menu.addSeparator()
         file_menu.addAction(self.quit_action)
@@ -151,6 +157,7 @@ class MainWindow(QMainWindow):
         c.modelLoadFailed.connect(self._on_model_failed)
         c.promptProgress.connect(self._on_prompt_progress)
         self.welcome.openModelRequested.connect(self.choose_model)
+        self.welcome.downloadRequested.connect(self.open_models)
         self.composer.sendRequested.connect(self._send)
         self.composer.stopRequested.connect(self.session.stop)
         self.composer.systemPromptRequested.connect(self.edit_system_prompt)
@@ -233,6 +240,9 @@ class MainWindow(QMainWindow):
         )
         self.context_gauge.setRange(0, info.n_ctx)
         self.context_gauge.setValue(0)
+        if self._previous_model and self._previous_model != info.name and self.transcript.cards():
+            self.transcript.add_note(f"Switched to {info.name}: the next answers come from it.")
+        self._previous_model = info.name
         if self.session.conversation_id is None:
             recent = self.store.list_conversations()
             if recent:
@@ -382,6 +392,26 @@ class MainWindow(QMainWindow):
         if stats.tokens_per_second:
             self.speed_label.setText(f"{stats.tokens_per_second:.1f} tok/s")
 
+    # --- models -----------------------------------------------------------------------------------------------
+
+    @Slot()
+    def open_models(self) -> None:
+        from enclave.models.installed import ModelRegistry
+        from enclave.ui.models_dialog import ModelsDialog
+
+        paths = app_paths().ensure()
+        registry_path = paths.data / "models.json"
+        if self.downloads is None:
+            self.downloads = DownloadController(registry_path, paths.models_dir, self)
+        dialog = ModelsDialog(ModelRegistry(registry_path), self.downloads, paths.models_dir, self)
+        dialog.useModel.connect(self._use_model)
+        dialog.exec()
+
+    @Slot(str)
+    def _use_model(self, path: str) -> None:
+        self._save_settings(replace(self.settings, model_path=path))
+        self.load_model(path)
+
     # --- settings ---------------------------------------------------------------------------------------------
 
     @Slot()
@@ -404,5 +434,7 @@ class MainWindow(QMainWindow):
         self.session.shutdown()
         geometry = bytes(self.saveGeometry().toBase64().data()).decode()
         self._save_settings(replace(self.settings, window_geometry=geometry))
+        if self.downloads is not None:
+            self.downloads.shutdown()  # pauses: the partial file resumes next time
         self.controller.shutdown()
         super().closeEvent(event)

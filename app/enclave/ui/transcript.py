@@ -87,6 +87,17 @@ class Transcript(QScrollArea):
         self._layout.insertWidget(position, marker)
         return marker
 
+    def add_note(self, text: str) -> QLabel:
+        """A one-line notice in the flow of the chat (e.g. the model changed)."""
+        note = QLabel(text)
+        note.setObjectName("chatNote")
+        note.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        note.setWordWrap(True)
+        note.setAccessibleName("Notice")
+        mute(note)
+        self._layout.insertWidget(self._layout.count() - 1, note)
+        return note
+
     def scroll_to_end(self) -> None:
         self._follow = True
         bar = self.verticalScrollBar()

@@ -10,6 +10,7 @@ from enclave.ui.style import mute, scaled_font
 
 class WelcomePage(QWidget):
     openModelRequested = Signal()
+    downloadRequested = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -20,7 +21,7 @@ class WelcomePage(QWidget):
         title.setWordWrap(True)
         intro = QLabel(
             "Your chats, documents and models stay on this machine. Nothing is sent anywhere.\n"
-            "Open a GGUF model file to start — for example DeepSeek-R1-0528-Qwen3-8B-Q4_K_M.gguf.",
+            "Open a GGUF model file you have, or let Enclave pick and download the DeepSeek R1 for this computer.",
             self,
         )
         intro.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -30,6 +31,10 @@ class WelcomePage(QWidget):
         self.open_button.setAccessibleName("Open a GGUF model file")
         self.open_button.setDefault(True)
         self.open_button.clicked.connect(self.openModelRequested)
+        self.download_button = QPushButton("Get the DeepSeek R1 that suits this computer…", self)
+        self.download_button.setAccessibleName("Choose and download a model")
+        self.download_button.setToolTip("Enclave checks this computer's memory and recommends a variant to download")
+        self.download_button.clicked.connect(self.downloadRequested)
         self.status = QLabel(self)
         self.status.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.status.setWordWrap(True)
@@ -49,6 +54,7 @@ class WelcomePage(QWidget):
         layout.addWidget(intro)
         layout.addSpacing(8)
         layout.addWidget(self.open_button, 0, Qt.AlignmentFlag.AlignHCenter)
+        layout.addWidget(self.download_button, 0, Qt.AlignmentFlag.AlignHCenter)
         layout.addWidget(self.progress, 0, Qt.AlignmentFlag.AlignHCenter)
         layout.addWidget(self.status)
         layout.addStretch(3)

@@ -1,0 +1,314 @@
+"""Settings → Models: what this computer should run, what is installed, downloads with progress.
+
+The hardware probe and fit estimates are Qt-free (enclave.models); downloads run on their own thread
+(workers.download_worker). This dialog only shows their results and forwards the user's choices.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QFileDialog,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from enclave.models.catalog import CatalogEntry, load_catalog
+from enclave.models.downloader import DownloadProgress
+from enclave.models.fit import FitEstimate, Verdict, estimate_entry
+from enclave.models.hardware import Hardware, probe_hardware
+from enclave.models.installed import InstalledModel, ModelError, ModelRegistry, import_model
+from enclave.models.recommend import recommend
+from enclave.workers.download_worker import DownloadController
+
+VERDICT_TEXT = {
+    Verdict.FULL_GPU: "runs on the GPU",
+    Verdict.PARTIAL_OFFLOAD: "GPU + CPU",
+    Verdict.MOE_EXPERTS_IN_RAM: "GPU, experts in RAM",
+    Verdict.CPU_ONLY: "CPU only",
+    Verdict.WONT_FIT: "won't fit",
+}
+
+
+def fit_text(estimate: FitEstimate) -> str:
+    if estimate.verdict is Verdict.WONT_FIT:
+        return "won't fit"
+    return f"{VERDICT_TEXT[estimate.verdict]}, ~{estimate.tokens_per_second:.0f} tok/s, {estimate.context_length:,} ctx"
+
+
+def gb(size: int) -> str:
+    return f"{size / 1e9:.1f} GB"
+
+
+class ModelsDialog(QDialog):
+    useModel = Signal(str)  # the path of the model to load for chat
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        downloads: DownloadController,
+        models_dir: Path,
+        parent: QWidget | None = None,
+        hardware: Hardware | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Models")
+        self.setAccessibleName("Models")
+        self.resize(860, 560)
+        self.registry = registry
+        self.downloads = downloads
+        self.models_dir = models_dir
+        self.hardware = hardware or probe_hardware(models_dir)
+        self.catalog = load_catalog()
+        self.recommendation = recommend(self.hardware, self.catalog)
+
+        # --- recommendation ---
+        self.recommend_label = QLabel(self)
+        self.recommend_label.setWordWrap(True)
+        self.recommend_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.recommend_button = QPushButton(self)
+        self.recommend_button.setAccessibleName("Download the recommended model")
+        self.recommend_button.clicked.connect(self.download_recommended)
+        self.catalog_box = QComboBox(self)
+        self.catalog_box.setAccessibleName("Other DeepSeek R1 variants")
+        for entry in self.catalog.chat():
+            estimate = estimate_entry(entry, self.hardware)
+            self.catalog_box.addItem(f"{entry.display_name} · {gb(entry.total_size)} · {fit_text(estimate)}", entry.id)
+        self.catalog_button = QPushButton("Download", self)
+        self.catalog_button.setAccessibleName("Download the selected variant")
+        self.catalog_button.clicked.connect(self.download_selected)
+
+        # --- download progress ---
+        self.progress = QProgressBar(self)
+        self.progress.setAccessibleName("Download progress")
+        self.progress_label = QLabel(self)
+        self.pause_button = QPushButton("Pause", self)
+        self.pause_button.setAccessibleName("Pause the download")
+        self.pause_button.clicked.connect(downloads.pause)
+        self.cancel_button = QPushButton("Cancel", self)
+        self.cancel_button.setAccessibleName("Cancel the download")
+        self.cancel_button.clicked.connect(downloads.cancel)
+
+        # --- installed ---
+        self.table = QTableWidget(0, 5, self)
+        self.table.setAccessibleName("Installed models")
+        self.table.setHorizontalHeaderLabels(["Model", "Quant", "Size", "Source", "On this computer"])
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
+        self.table.verticalHeader().hide()
+        self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.use_button = QPushButton("Use for chat", self)
+        self.use_button.setAccessibleName("Use the selected model for chat")
+        self.use_button.clicked.connect(self.use_selected)
+        self.remove_button = QPushButton("Remove…", self)
+        self.remove_button.setAccessibleName("Remove the selected model")
+        self.remove_button.clicked.connect(self.remove_selected)
+        self.import_button = QPushButton("Import a GGUF file…", self)
+        self.import_button.setAccessibleName("Import a model file")
+        self.import_button.clicked.connect(self.import_file)
+        self.message = QLabel(self)
+        self.message.setWordWrap(True)
+
+        recommended = QGroupBox("Recommended for this computer", self)
+        rec_layout = QVBoxLayout(recommended)
+        rec_layout.addWidget(self.recommend_label)
+        rec_row = QHBoxLayout()
+        rec_row.addWidget(self.recommend_button)
+        rec_row.addStretch(1)
+        rec_layout.addLayout(rec_row)
+        other_row = QHBoxLayout()
+        other_row.addWidget(self.catalog_box, 1)
+        other_row.addWidget(self.catalog_button)
+        rec_layout.addLayout(other_row)
+        progress_row = QHBoxLayout()
+        progress_row.addWidget(self.progress, 1)
+        progress_row.addWidget(self.pause_button)
+        progress_row.addWidget(self.cancel_button)
+        rec_layout.addLayout(progress_row)
+        rec_layout.addWidget(self.progress_label)
+
+        installed = QGroupBox("Installed", self)
+        inst_layout = QVBoxLayout(installed)
+        inst_layout.addWidget(self.table)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.use_button)
+        buttons.addWidget(self.remove_button)
+        buttons.addStretch(1)
+        buttons.addWidget(self.import_button)
+        inst_layout.addLayout(buttons)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(recommended)
+        layout.addWidget(installed, 1)
+        layout.addWidget(self.message)
+
+        downloads.progress.connect(self._on_progress)
+        downloads.finished.connect(self._on_finished)
+        downloads.failed.connect(self._on_failed)
+        downloads.paused.connect(self._on_paused)
+        downloads.cancelled.connect(self._on_cancelled)
+        self._show_recommendation()
+        self._set_downloading(downloads.busy)
+        self.refresh()
+
+    # --- recommendation and downloads -------------------------------------------------------------------------
+
+    def _show_recommendation(self) -> None:
+        rec = self.recommendation
+        if rec is None:
+            self.recommend_label.setText(
+                "Nothing in the catalog fits this computer's memory. You can still import a smaller GGUF model."
+            )
+            self.recommend_button.hide()
+            return
+        self.recommend_label.setText(f"<b>{rec.entry.display_name}</b> ({gb(rec.entry.total_size)}) — {rec.reason}")
+        installed = any(m.catalog_id == rec.entry.id for m in self.registry.models())
+        self.recommend_button.setText("Installed" if installed else f"Download ({gb(rec.entry.total_size)})")
+        self.recommend_button.setEnabled(not installed)
+
+    def _start(self, entry: CatalogEntry) -> None:
+        free = self.hardware.disk_free
+        if free is not None and free < entry.total_size:
+            self.message.setText(f"{entry.display_name} needs {gb(entry.total_size)}; only {gb(free)} is free.")
+            return
+        if self.downloads.start(entry):
+            self.message.setText(f"Downloading {entry.display_name}…")
+            self._set_downloading(True)
+
+    @Slot()
+    def download_recommended(self) -> None:
+        if self.recommendation is not None:
+            self._start(self.recommendation.entry)
+
+    @Slot()
+    def download_selected(self) -> None:
+        entry_id = self.catalog_box.currentData()
+        if entry_id:
+            self._start(self.catalog.get(str(entry_id)))
+
+    def _set_downloading(self, active: bool) -> None:
+        self.progress.setVisible(active)
+        self.pause_button.setVisible(active)
+        self.cancel_button.setVisible(active)
+        self.progress_label.setVisible(active)
+        self.catalog_button.setEnabled(not active)
+        if self.recommendation is not None and not active:
+            self._show_recommendation()
+        elif active:
+            self.recommend_button.setEnabled(False)
+
+    @Slot(object)
+    def _on_progress(self, p: DownloadProgress) -> None:
+        self.progress.setRange(0, 1000)
+        self.progress.setValue(int(1000 * p.bytes_done / max(p.bytes_total, 1)))
+        eta = f", about {p.eta_s / 60:.0f} min left" if p.eta_s else ""
+        self.progress_label.setText(
+            f"{p.file} ({p.file_index + 1} of {p.file_count}): {gb(p.bytes_done)} of {gb(p.bytes_total)} "
+            f"at {p.speed_bps / 1e6:.1f} MB/s{eta}"
+        )
+
+    @Slot(object)
+    def _on_finished(self, model: InstalledModel) -> None:
+        self.registry = ModelRegistry(self.registry.path)  # the download thread wrote it
+        self._set_downloading(False)
+        self.message.setText(f"{model.name} is installed and verified.")
+        self.refresh()
+
+    @Slot(str)
+    def _on_failed(self, text: str) -> None:
+        self._set_downloading(False)
+        self.message.setText(f"The download failed: {text}")
+
+    @Slot(str)
+    def _on_paused(self, text: str) -> None:
+        self._set_downloading(False)
+        self.message.setText(f"{text} Press Download again to continue.")
+
+    @Slot()
+    def _on_cancelled(self) -> None:
+        self._set_downloading(False)
+        self.message.setText("Download cancelled; the partial file was deleted.")
+
+    # --- installed models -------------------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        models = self.registry.models()
+        self.table.setRowCount(len(models))
+        for row, model in enumerate(models):
+            entry = self.catalog.get(model.catalog_id) if model.catalog_id else None
+            fit = fit_text(estimate_entry(entry, self.hardware)) if entry is not None else self._fit_of_file(model)
+            source = "verified download" if model.verified else "imported (unverified)"
+            values = [model.name, model.quant, gb(model.size), source, fit]
+            for column, value in enumerate(values):
+                item = QTableWidgetItem(value)
+                item.setData(Qt.ItemDataRole.UserRole, model.id)
+                self.table.setItem(row, column, item)
+        self.use_button.setEnabled(bool(models))
+        self.remove_button.setEnabled(bool(models))
+
+    def _fit_of_file(self, model: InstalledModel) -> str:
+        """Fit from the file's own header (imported models have no catalog facts)."""
+        from enclave.models.fit import FitError, estimate_fit, facts_from_headers
+        from enclave.models.gguf import GGUFError, read_gguf_header
+
+        try:
+            facts = facts_from_headers([read_gguf_header(Path(p)) for p in model.paths])
+            return fit_text(estimate_fit(facts, self.hardware))
+        except (GGUFError, FitError, OSError) as exc:
+            return f"unknown ({exc})"
+
+    def selected(self) -> InstalledModel | None:
+        row = self.table.currentRow()
+        item = self.table.item(row, 0) if row >= 0 else None
+        return self.registry.get(str(item.data(Qt.ItemDataRole.UserRole))) if item is not None else None
+
+    @Slot()
+    def use_selected(self) -> None:
+        model = self.selected()
+        if model is not None:
+            self.registry.set_active(model.id, model.role)
+            if model.role == "chat":
+                self.useModel.emit(model.path)
+                self.message.setText(f"Loading {model.name}; the chat stays, and the next answer comes from it.")
+
+    @Slot()
+    def remove_selected(self) -> None:
+        model = self.selected()
+        if model is None:
+            return
+        what = "Its files will be deleted." if model.source == "catalog" else "Your file stays where it is."
+        if QMessageBox.question(self, "Remove model", f"Remove {model.name}? {what}") != QMessageBox.StandardButton.Yes:
+            return
+        self.registry.remove(model.id, self.models_dir)
+        self.refresh()
+
+    @Slot()
+    def import_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Import a model", str(Path.home()), "GGUF models (*.gguf)")
+        if path:
+            self.import_path(Path(path))
+
+    def import_path(self, path: Path) -> InstalledModel | None:
+        try:
+            model = import_model(self.registry, path)
+        except ModelError as exc:
+            self.message.setText(str(exc))
+            return None
+        self.message.setText(f"Imported {model.name} (unverified: it did not come from the catalog).")
+        self.refresh()
+        return model
