@@ -285,3 +285,14 @@ def test_cancel_from_another_thread(backend: LlamaCppBackend) -> None:
             finished = event
     stopper.join()
     assert finished is not None and finished.reason is FinishReason.CANCELLED
+
+
+def test_quantized_kv_cache(gemma_path: Path) -> None:
+    engine = LlamaCppBackend()
+    engine.load(LoadRequest(path=str(gemma_path), n_ctx=1024, n_threads=2, kv_cache_type="q8_0"))
+    try:
+        assert run(engine, ask("Hello", max_tokens=4))[3].stats.completion_tokens > 0
+    finally:
+        engine.unload()
+    with pytest.raises(ModelLoadError, match="Unknown KV cache type"):
+        engine.load(LoadRequest(path=str(gemma_path), kv_cache_type="q2_k"))

@@ -151,3 +151,17 @@ def test_no_keyring_gives_a_clear_message_and_public_downloads_still_work(restor
     assert hf_token.get_token() is None
     with pytest.raises(hf_token.TokenStoreError, match="No system keyring"):
         hf_token.set_token("hf_abc")
+
+
+def test_per_model_overrides_are_validated_and_kept(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models.json")
+    registry.add(_model(tmp_path, "r1", "catalog"))
+    registry.set_overrides("r1", {"context_length": 32768, "gpu_layers": 20, "kv_cache_type": "q4_0"})
+    assert ModelRegistry(tmp_path / "models.json").get("r1").overrides == {
+        "context_length": 32768,
+        "gpu_layers": 20,
+        "kv_cache_type": "q4_0",
+    }
+    for bad in ({"kv_cache_type": "q3"}, {"context_length": 10}, {"gpu_layers": -5}, {"threads": 4}):
+        with pytest.raises(ModelError):
+            registry.set_overrides("r1", bad)  # type: ignore[arg-type]

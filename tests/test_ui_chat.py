@@ -283,7 +283,7 @@ def test_widgets_have_accessible_names(app: App) -> None:
     assert interactive and not unnamed
 
 
-def test_dropping_a_gguf_file_opens_it(app: App) -> None:
+def test_dropping_a_gguf_file_imports_and_opens_it(app: App, gemma_path: Path) -> None:
     from PySide6.QtCore import QMimeData, QPoint, QPointF, QUrl
     from PySide6.QtGui import QDragEnterEvent, QDropEvent
 
@@ -296,7 +296,7 @@ def test_dropping_a_gguf_file_opens_it(app: App) -> None:
     app.window.dragEnterEvent(refused)
     assert not refused.isAccepted()
     mime = QMimeData()
-    mime.setUrls([QUrl.fromLocalFile(str(app.model))])
+    mime.setUrls([QUrl.fromLocalFile(str(gemma_path))])
     enter = QDragEnterEvent(
         QPoint(50, 50), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier
     )
@@ -307,5 +307,46 @@ def test_dropping_a_gguf_file_opens_it(app: App) -> None:
     )
     with app.qtbot.waitSignal(app.controller.modelLoaded, timeout=5000):
         app.window.dropEvent(drop)
-    assert app.window.settings.model_path == str(app.model)
-    assert SettingsStore(app.paths.settings_file).load().settings.model_path == str(app.model)
+    assert app.window.settings.model_path == str(gemma_path)
+    assert SettingsStore(app.paths.settings_file).load().settings.model_path == str(gemma_path)
+    from enclave.models.installed import ModelRegistry
+
+    imported = ModelRegistry(app.paths.data / "models.json").models()
+    assert [m.source for m in imported] == ["imported"] and not imported[0].verified
+
+
+def test_dropping_a_broken_gguf_explains_and_loads_nothing(app: App) -> None:
+    from PySide6.QtCore import QMimeData, QPointF, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(app.model))])  # "scripted": not a GGUF file
+    drop = QDropEvent(
+        QPointF(50, 50), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier
+    )
+    app.window.dropEvent(drop)
+    assert "too small" in app.window.welcome.status.text() or "not a GGUF" in app.window.welcome.status.text()
+    assert app.controller.model is None and not app.controller.loading
+
+
+def test_per_model_settings_override_the_global_ones(app: App) -> None:
+    from enclave.models.installed import InstalledModel, ModelRegistry
+
+    registry = ModelRegistry(app.paths.data / "models.json")
+    registry.add(
+        InstalledModel(
+            id="scripted",
+            name="scripted",
+            paths=(str(app.model),),
+            size=1,
+            quant="Q4_K_M",
+            architecture="qwen3",
+            role="chat",
+            source="imported",
+            verified=False,
+            added_at=0.0,
+        )
+    )
+    registry.set_overrides("scripted", {"context_length": 2048, "kv_cache_type": "q8_0"})
+    app.load()
+    assert app.controller.model is not None and app.controller.model.n_ctx == 2048

@@ -24,6 +24,7 @@ from enclave.engine.gguf_check import check_gguf_file
 from enclave.engine.reasoning import ReasoningParser
 from enclave.engine.stop_strings import StopStringMatcher
 from enclave.engine.types import (
+    KV_CACHE_TYPES,
     R1_SAMPLING,
     ChatMessage,
     ContextTrimmed,
@@ -116,6 +117,17 @@ class LlamaCppBackend:
         from llama_cpp import Llama
 
         threads = request.n_threads or default_threads()
+        if request.kv_cache_type not in KV_CACHE_TYPES:
+            raise ModelLoadError(
+                f"Unknown KV cache type {request.kv_cache_type!r}; use one of {', '.join(KV_CACHE_TYPES)}."
+            )
+        import llama_cpp
+
+        cache_type = {
+            "f16": llama_cpp.GGML_TYPE_F16,
+            "q8_0": llama_cpp.GGML_TYPE_Q8_0,
+            "q4_0": llama_cpp.GGML_TYPE_Q4_0,
+        }[request.kv_cache_type]
         try:
             llm = Llama(
                 model_path=str(path),
@@ -127,6 +139,8 @@ class LlamaCppBackend:
                 n_threads_batch=threads,
                 swa_full=True,  # sliding-window models (Gemma 3) need a full cache for prefix reuse across turns
                 flash_attn=True,  # smaller compute buffers at long contexts (the fit estimate assumes it), a bit faster
+                type_k=cache_type,
+                type_v=cache_type,  # a quantized V cache needs flash attention, which is on
                 verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as exc:

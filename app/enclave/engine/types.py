@@ -48,7 +48,11 @@ class LoadRequest:
     n_gpu_layers: int = -1  # -1: as many as the build can offload (0 on a CPU build)
     n_threads: int | None = None
     n_batch: int = 512
+    kv_cache_type: str = "f16"  # "f16", "q8_0" or "q4_0": a quantized cache fits more context in the same memory
     request_id: str = field(default_factory=new_request_id)
+
+
+KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
 
 
 @dataclass(frozen=True)

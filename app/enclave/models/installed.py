@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -42,6 +42,8 @@ class InstalledModel:
     catalog_id: str | None = None
     repo_id: str | None = None
     revision: str | None = None
+    # Per-model settings that win over the global ones: context_length, gpu_layers, kv_cache_type.
+    overrides: dict[str, int | str] = field(default_factory=dict)
 
     @property
     def path(self) -> str:
@@ -111,6 +113,24 @@ class ModelRegistry:
         self._models[model.id] = model
         self._save()
         return model
+
+    def set_overrides(self, model_id: str, overrides: dict[str, int | str]) -> InstalledModel:
+        from enclave.engine.types import KV_CACHE_TYPES
+
+        allowed = {"context_length", "gpu_layers", "kv_cache_type"}
+        unknown = set(overrides) - allowed
+        if unknown:
+            raise ModelError(f"Unknown model settings: {', '.join(sorted(unknown))}.")
+        if "kv_cache_type" in overrides and overrides["kv_cache_type"] not in KV_CACHE_TYPES:
+            raise ModelError(f"The KV cache type must be one of {', '.join(KV_CACHE_TYPES)}.")
+        context = overrides.get("context_length")
+        if context is not None and (not isinstance(context, int) or not 256 <= context <= 1 << 20):
+            raise ModelError("The context length must be between 256 and 1,048,576 tokens.")
+        layers = overrides.get("gpu_layers")
+        if layers is not None and (not isinstance(layers, int) or layers < -1):
+            raise ModelError("GPU layers must be -1 (all) or more.")
+        model = replace(self.get(model_id), overrides=dict(overrides))
+        return self.add(model)
 
     def set_active(self, model_id: str, role: Role = "chat") -> InstalledModel:
         model = self.get(model_id)

@@ -178,9 +178,23 @@ class MainWindow(QMainWindow):
     # --- models -----------------------------------------------------------------------------------------------
 
     def load_model(self, path: str) -> None:
+        """Load ``path`` with the global settings, overridden by that model's own (Models dialog) if it has any."""
+        from enclave.models.installed import ModelRegistry
+
         s = self.settings
+        overrides = {}
+        registry_path = app_paths().data / "models.json"
+        if registry_path.exists():
+            model = ModelRegistry(registry_path).find(path)
+            overrides = dict(model.overrides) if model is not None else {}
         self.controller.load_model(
-            LoadRequest(path=path, n_ctx=s.context_length, n_gpu_layers=s.gpu_layers, n_threads=s.threads)
+            LoadRequest(
+                path=path,
+                n_ctx=int(overrides.get("context_length", s.context_length)),
+                n_gpu_layers=int(overrides.get("gpu_layers", s.gpu_layers)),
+                n_threads=s.threads,
+                kv_cache_type=str(overrides.get("kv_cache_type", "f16")),
+            )
         )
 
     @Slot()
@@ -210,6 +224,14 @@ class MainWindow(QMainWindow):
             event.ignore()
             return
         event.acceptProposedAction()
+        from enclave.models.installed import ModelError, ModelRegistry, import_model
+
+        try:  # dropped files become imported (unverified) models, listed in Settings → Models
+            import_model(ModelRegistry(app_paths().ensure().data / "models.json"), Path(path))
+        except ModelError as exc:
+            self.statusBar().showMessage(str(exc), 15000)
+            self.welcome.show_error(str(exc))
+            return
         self._save_settings(replace(self.settings, model_path=path))
         self.load_model(path)
 

@@ -118,6 +118,14 @@ class ModelsDialog(QDialog):
         self.remove_button = QPushButton("Remove…", self)
         self.remove_button.setAccessibleName("Remove the selected model")
         self.remove_button.clicked.connect(self.remove_selected)
+        self.settings_button = QPushButton("Model settings…", self)
+        self.settings_button.setAccessibleName("Settings for the selected model")
+        self.settings_button.setToolTip("Context length, GPU layers and KV cache type for this model only")
+        self.settings_button.clicked.connect(self.edit_selected)
+        self.token_button = QPushButton("Hugging Face token…", self)
+        self.token_button.setAccessibleName("Set the Hugging Face token")
+        self.token_button.setToolTip("Only for gated models; kept in the system keyring, never in a file")
+        self.token_button.clicked.connect(self.edit_token)
         self.import_button = QPushButton("Import a GGUF file…", self)
         self.import_button.setAccessibleName("Import a model file")
         self.import_button.clicked.connect(self.import_file)
@@ -148,7 +156,9 @@ class ModelsDialog(QDialog):
         buttons = QHBoxLayout()
         buttons.addWidget(self.use_button)
         buttons.addWidget(self.remove_button)
+        buttons.addWidget(self.settings_button)
         buttons.addStretch(1)
+        buttons.addWidget(self.token_button)
         buttons.addWidget(self.import_button)
         inst_layout.addLayout(buttons)
 
@@ -298,6 +308,38 @@ class ModelsDialog(QDialog):
         self.refresh()
 
     @Slot()
+    def edit_selected(self) -> None:
+        model = self.selected()
+        if model is None:
+            return
+        dialog = ModelSettingsDialog(model, self)
+        if dialog.exec():
+            try:
+                self.registry.set_overrides(model.id, dialog.overrides())
+            except ModelError as exc:
+                self.message.setText(str(exc))
+                return
+            self.message.setText(f"Saved. {model.name} uses these settings the next time it loads.")
+
+    @Slot()
+    def edit_token(self) -> None:
+        from PySide6.QtWidgets import QInputDialog, QLineEdit
+
+        from enclave.models.hf_token import TokenStoreError, set_token
+
+        token, ok = QInputDialog.getText(
+            self, "Hugging Face token", "Token (starts with hf_):", QLineEdit.EchoMode.Password
+        )
+        if not ok or not token.strip():
+            return
+        try:
+            set_token(token)
+        except TokenStoreError as exc:
+            self.message.setText(str(exc))
+        else:
+            self.message.setText("Token saved in the system keyring.")
+
+    @Slot()
     def import_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Import a model", str(Path.home()), "GGUF models (*.gguf)")
         if path:
@@ -312,3 +354,47 @@ class ModelsDialog(QDialog):
         self.message.setText(f"Imported {model.name} (unverified: it did not come from the catalog).")
         self.refresh()
         return model
+
+
+class ModelSettingsDialog(QDialog):
+    """Per-model overrides of the global settings."""
+
+    def __init__(self, model: InstalledModel, parent: QWidget | None = None) -> None:
+        from PySide6.QtWidgets import QDialogButtonBox, QFormLayout, QSpinBox
+
+        from enclave.engine.types import KV_CACHE_TYPES
+
+        super().__init__(parent)
+        self.setWindowTitle(f"Settings for {model.name}")
+        current = model.overrides
+        self.context = QSpinBox(self)
+        self.context.setRange(0, 1 << 20)
+        self.context.setSingleStep(1024)
+        self.context.setSpecialValueText("Use the global setting")
+        self.context.setValue(int(current.get("context_length", 0)))
+        self.context.setAccessibleName("Context length for this model")
+        self.layers = QSpinBox(self)
+        self.layers.setRange(-2, 1000)
+        self.layers.setSpecialValueText("Use the global setting")
+        self.layers.setValue(int(current.get("gpu_layers", -2)))
+        self.layers.setAccessibleName("GPU layers for this model (-1: all)")
+        self.cache = QComboBox(self)
+        self.cache.addItems(list(KV_CACHE_TYPES))
+        self.cache.setCurrentText(str(current.get("kv_cache_type", "f16")))
+        self.cache.setAccessibleName("KV cache type")
+        form = QFormLayout(self)
+        form.addRow("Context length", self.context)
+        form.addRow("GPU layers", self.layers)
+        form.addRow("KV cache", self.cache)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel, self)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def overrides(self) -> dict[str, int | str]:
+        result: dict[str, int | str] = {"kv_cache_type": self.cache.currentText()}
+        if self.context.value() > 0:
+            result["context_length"] = max(256, self.context.value())
+        if self.layers.value() >= -1:
+            result["gpu_layers"] = self.layers.value()
+        return result
