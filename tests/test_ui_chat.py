@@ -350,3 +350,13 @@ def test_per_model_settings_override_the_global_ones(app: App) -> None:
     registry.set_overrides("scripted", {"context_length": 2048, "kv_cache_type": "q8_0"})
     app.load()
     assert app.controller.model is not None and app.controller.model.n_ctx == 2048
+
+
+def test_first_run_page_recommends_a_model_for_this_computer(app: App) -> None:
+    with app.qtbot.waitSignal(app.window.recommendation_ready, timeout=30_000):
+        app.window.fetch_recommendation()
+    assert app.window.recommendation is not None
+    name = app.window.recommendation.entry.display_name
+    assert "Recommended for this computer" in app.window.welcome.recommendation.text()
+    assert name in app.window.welcome.recommendation.text()
+    assert app.window.welcome.download_button.text() == f"Download {name}…"

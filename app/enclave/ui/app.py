@@ -81,6 +81,8 @@ def run_gui(model_path: str | None = None) -> int:
         path = model_path or loaded.settings.model_path
         if path:
             window.load_model(path)
+        else:
+            window.fetch_recommendation()
 
     QTimer.singleShot(0, after_first_paint)
     code = app.exec()

@@ -6,7 +6,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, Qt, QTimer, Slot
+from PySide6.QtCore import QByteArray, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from enclave.engine.types import GenerationStats, LoadRequest, ModelInfo
+from enclave.models.recommend import Recommendation
 from enclave.paths import app_paths
 from enclave.settings.settings import Settings, SettingsStore
 from enclave.storage.chats import ChatStore
@@ -37,6 +38,8 @@ from enclave.workers.engine_worker import EngineController
 
 
 class MainWindow(QMainWindow):
+    recommendation_ready = Signal()
+
     def __init__(
         self,
         store: ChatStore,
@@ -55,6 +58,7 @@ class MainWindow(QMainWindow):
         self._loading_name = ""
         self._previous_model: str | None = None
         self.downloads: DownloadController | None = None  # created when the Models dialog first opens
+        self.recommendation: Recommendation | None = None  # for the first-run page, computed in the background
 
         # --- widgets ---
         self.conversations = ConversationPanel(self)
@@ -95,6 +99,7 @@ class MainWindow(QMainWindow):
         self.context_gauge.setRange(0, 1)
         self.context_gauge.setValue(0)
         self.context_gauge.setTextVisible(True)
+        self.context_gauge.hide()  # shown once a model (and so a context size) exists
         bar = self.statusBar()
         bar.addWidget(self.model_label, 1)
         bar.addPermanentWidget(self.load_progress)
@@ -134,7 +139,7 @@ class MainWindow(QMainWindow):
         self.new_action = self._action("New chat", "Ctrl+N", self.new_chat)
         self.export_action = self._action("Export chat…", "Ctrl+E", self.export_current)
         self.settings_action = self._action("Settings…", "Ctrl+,", self.open_settings)
-        self.models_action = self._action("Models…", "Ctrl+M", self.open_models)
+        self.models_action = self._action("Models…", "Ctrl+M", lambda: self.open_models())
         self.find_action = self._action("Search chats", QKeySequence.StandardKey.Find, self.focus_search)
         self.stop_action = self._action("Stop", "Esc", self.escape)
         self.quit_action = self._action("Quit", QKeySequence.StandardKey.Quit, self.close)
@@ -157,7 +162,7 @@ class MainWindow(QMainWindow):
         c.modelLoadFailed.connect(self._on_model_failed)
         c.promptProgress.connect(self._on_prompt_progress)
         self.welcome.openModelRequested.connect(self.choose_model)
-        self.welcome.downloadRequested.connect(self.open_models)
+        self.welcome.downloadRequested.connect(self._download_recommended)
         self.composer.sendRequested.connect(self._send)
         self.composer.stopRequested.connect(self.session.stop)
         self.composer.systemPromptRequested.connect(self.edit_system_prompt)
@@ -262,6 +267,7 @@ class MainWindow(QMainWindow):
         )
         self.context_gauge.setRange(0, info.n_ctx)
         self.context_gauge.setValue(0)
+        self.context_gauge.show()
         if self._previous_model and self._previous_model != info.name and self.transcript.cards():
             self.transcript.add_note(f"Switched to {info.name}: the next answers come from it.")
         self._previous_model = info.name
@@ -416,8 +422,28 @@ class MainWindow(QMainWindow):
 
     # --- models -----------------------------------------------------------------------------------------------
 
+    def fetch_recommendation(self) -> None:
+        """Find the DeepSeek R1 for this computer in the background, for the first-run page."""
+        from enclave.workers.recommendation_worker import RecommendationFetcher
+
+        self._fetcher = RecommendationFetcher(app_paths().models_dir, self)
+        self._fetcher.ready.connect(self._on_recommendation)
+        self._fetcher.start()
+
+    @Slot(object)
+    def _on_recommendation(self, recommendation: object) -> None:
+        if isinstance(recommendation, Recommendation):
+            self.recommendation = recommendation
+            entry = recommendation.entry
+            self.welcome.show_recommendation(entry.display_name, entry.total_size / 1e9, recommendation.estimate.reason)
+        self.recommendation_ready.emit()
+
     @Slot()
-    def open_models(self) -> None:
+    def _download_recommended(self) -> None:
+        self.open_models(start_recommended=self.recommendation is not None)
+
+    @Slot()
+    def open_models(self, start_recommended: bool = False) -> None:
         from enclave.models.installed import ModelRegistry
         from enclave.ui.models_dialog import ModelsDialog
 
@@ -427,7 +453,19 @@ class MainWindow(QMainWindow):
             self.downloads = DownloadController(registry_path, paths.models_dir, self)
         dialog = ModelsDialog(ModelRegistry(registry_path), self.downloads, paths.models_dir, self)
         dialog.useModel.connect(self._use_model)
+        dialog.downloads.finished.connect(self._on_downloaded)
+        if start_recommended and not self.downloads.busy:
+            dialog.download_recommended()
         dialog.exec()
+        dialog.downloads.finished.disconnect(self._on_downloaded)
+
+    @Slot(object)
+    def _on_downloaded(self, model: object) -> None:
+        """The first model downloaded from the first-run page is opened right away."""
+        from enclave.models.installed import InstalledModel
+
+        if isinstance(model, InstalledModel) and model.role == "chat" and self.controller.model is None:
+            self._use_model(model.path)
 
     @Slot(str)
     def _use_model(self, path: str) -> None:

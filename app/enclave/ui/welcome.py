@@ -35,6 +35,11 @@ class WelcomePage(QWidget):
         self.download_button.setAccessibleName("Choose and download a model")
         self.download_button.setToolTip("Enclave checks this computer's memory and recommends a variant to download")
         self.download_button.clicked.connect(self.downloadRequested)
+        self.recommendation = QLabel(self)
+        self.recommendation.setWordWrap(True)
+        self.recommendation.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.recommendation.setAccessibleName("Recommended model")
+        self.recommendation.hide()
         self.status = QLabel(self)
         self.status.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.status.setWordWrap(True)
@@ -54,10 +59,17 @@ class WelcomePage(QWidget):
         layout.addWidget(intro)
         layout.addSpacing(8)
         layout.addWidget(self.open_button, 0, Qt.AlignmentFlag.AlignHCenter)
+        layout.addWidget(self.recommendation)
         layout.addWidget(self.download_button, 0, Qt.AlignmentFlag.AlignHCenter)
         layout.addWidget(self.progress, 0, Qt.AlignmentFlag.AlignHCenter)
         layout.addWidget(self.status)
         layout.addStretch(3)
+
+    def show_recommendation(self, name: str, size_gb: float, reason: str) -> None:
+        """Name the variant this computer should run, why, and offer it in one click."""
+        self.recommendation.setText(f"Recommended for this computer: <b>{name}</b> ({size_gb:.1f} GB). {reason}")
+        self.recommendation.show()
+        self.download_button.setText(f"Download {name}…")
 
     def show_loading(self, text: str) -> None:
         self.status.setText(text)
