@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 from enclave.models.downloader import DownloadError, DownloadProgress
 from enclave.models.hub_client import HubError
-from enclave.models.installed import ModelError, ModelRegistry, download_entry, import_model
+from enclave.models.installed import InstalledModel, ModelError, ModelRegistry, download_entry, import_model
 from enclave.paths import app_paths
 
 EXIT_OK, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_NETWORK = 0, 2, 3, 5
@@ -97,12 +97,9 @@ def run_download(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.write(f"\nenclave: {exc}\n")
         return EXIT_NETWORK
     err.write("\n")
-    if args.json:
-        json.dump(asdict(model), out, indent=2)
-        out.write("\n")
-    else:
-        out.write(f"Installed {model.name} ({model.size / 1e9:.1f} GB, sha256 verified) at {model.path}\n")
-    return EXIT_OK
+    return _report(
+        model, args.json, out, f"Installed {model.name} ({model.size / 1e9:.1f} GB, sha256 verified) at {model.path}"
+    )
 
 
 def run_import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -111,11 +108,17 @@ def run_import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except ModelError as exc:
         err.write(f"enclave: {exc}\n")
         return EXIT_NOT_FOUND
-    if args.json:
+    return _report(
+        model, args.json, out, f"Imported {model.name} as {model.id} ({model.quant}, {model.architecture}; unverified)"
+    )
+
+
+def _report(model: InstalledModel, as_json: bool, out: TextIO, sentence: str) -> int:
+    if as_json:
         json.dump(asdict(model), out, indent=2)
         out.write("\n")
     else:
-        out.write(f"Imported {model.name} as {model.id} ({model.quant}, {model.architecture}; unverified)\n")
+        out.write(sentence + "\n")
     return EXIT_OK
 
 
