@@ -1,0 +1,382 @@
+"""Turn a user's file into text with page numbers, or a clear per-file status — never an exception.
+
+Every file is parsed on its own, under limits (file size, pages, characters, unpacked size of zip-based formats,
+time), so an encrypted, truncated, malformed or hostile file is reported and the rest of a folder carries on.
+Unknown file types are reported as unsupported, not guessed at.
+"""
+
+from __future__ import annotations
+
+import csv
+import enum
+import io
+import posixpath
+import time
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+from xml.etree import ElementTree
+
+
+class ParseStatus(enum.StrEnum):
+    OK = "ok"
+    EMPTY = "empty"  # readable, but no text (e.g. a scanned PDF without OCR)
+    ENCRYPTED = "encrypted"
+    UNSUPPORTED = "unsupported"
+    TOO_LARGE = "too_large"
+    DAMAGED = "damaged"
+    TIMEOUT = "timeout"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_file_bytes: int = 512 << 20
+    max_pages: int = 10_000
+    max_chars: int = 50_000_000
+    max_unzipped_bytes: int = 512 << 20  # DOCX and EPUB are zip files: a zip bomb is refused before reading
+    max_zip_ratio: float = 200.0
+    max_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class Page:
+    number: int  # 1-based: PDF page, EPUB chapter; 1 for formats without pages
+    text: str
+
+
+@dataclass(frozen=True)
+class ParsedDocument:
+    path: str
+    kind: str
+    status: ParseStatus
+    pages: tuple[Page, ...] = ()  # pages with text; blank pages are left out
+    error: str | None = None  # a sentence for the user when status is not OK
+    page_count: int | None = None  # pages in the file, blank ones included (PDF, EPUB)
+
+    @property
+    def chars(self) -> int:
+        return sum(len(p.text) for p in self.pages)
+
+
+class _Refused(Exception):
+    def __init__(self, status: ParseStatus, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+CODE_EXTENSIONS = frozenset(
+    [
+        ".py",
+        ".pyi",
+        ".js",
+        ".mjs",
+        ".ts",
+        ".tsx",
+        ".jsx",
+        ".java",
+        ".kt",
+        ".scala",
+        ".c",
+        ".h",
+        ".cc",
+        ".cpp",
+        ".hpp",
+        ".cs",
+        ".go",
+        ".rs",
+        ".rb",
+        ".php",
+        ".swift",
+        ".m",
+        ".lua",
+        ".r",
+        ".jl",
+        ".sh",
+        ".bash",
+        ".zsh",
+        ".ps1",
+        ".sql",
+        ".css",
+        ".scss",
+        ".json",
+        ".yaml",
+        ".yml",
+        ".toml",
+        ".ini",
+        ".cfg",
+        ".xml",
+        ".tex",
+        ".dart",
+        ".hs",
+        ".ex",
+        ".exs",
+        ".erl",
+        ".clj",
+        ".vue",
+        ".svelte",
+    ]
+)
+KINDS: dict[str, str] = {
+    ".pdf": "pdf",
+    ".docx": "docx",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".txt": "text",
+    ".text": "text",
+    ".log": "text",
+    ".rst": "rst",
+    ".html": "html",
+    ".htm": "html",
+    ".xhtml": "html",
+    ".epub": "epub",
+    ".csv": "csv",
+    ".tsv": "csv",
+    **dict.fromkeys(CODE_EXTENSIONS, "code"),
+}
+
+
+def kind_of(path: Path) -> str | None:
+    return KINDS.get(path.suffix.lower())
+
+
+def parse_file(path: Path, limits: Limits = Limits()) -> ParsedDocument:
+    """Parse one file; any problem becomes a status with a message, never an exception."""
+    kind = kind_of(path)
+    if kind is None:
+        return ParsedDocument(
+            str(path),
+            "unknown",
+            ParseStatus.UNSUPPORTED,
+            error=f"{path.suffix or 'files without extension'} files "
+            "are not supported (PDF, DOCX, Markdown, text, HTML, EPUB, CSV and source code are).",
+        )
+    deadline = time.monotonic() + limits.max_seconds
+    try:
+        size = path.stat().st_size
+        if size > limits.max_file_bytes:
+            raise _Refused(
+                ParseStatus.TOO_LARGE,
+                f"The file is {size / 1e6:.0f} MB; the limit is {limits.max_file_bytes / 1e6:.0f} MB.",
+            )
+        pages = list(_PARSERS[kind](path, limits, deadline))
+        # The PDF and EPUB parsers return every page, blank ones too, so the last number is the count.
+        page_count = max((p.number for p in pages), default=0) if kind in ("pdf", "epub") else None
+    except _Refused as exc:
+        return ParsedDocument(str(path), kind, exc.status, error=str(exc))
+    except OSError as exc:
+        return ParsedDocument(str(path), kind, ParseStatus.DAMAGED, error=f"The file could not be read: {exc}")
+    except Exception as exc:  # a parser library choking on a malformed file
+        return ParsedDocument(
+            str(path),
+            kind,
+            ParseStatus.DAMAGED,
+            error=f"The file looks damaged or malformed ({type(exc).__name__}: {exc}).",
+        )
+    pages = [p for p in pages if p.text.strip()]
+    if not pages:
+        return ParsedDocument(
+            str(path), kind, ParseStatus.EMPTY, error="No text was found in this file.", page_count=page_count
+        )
+    return ParsedDocument(str(path), kind, ParseStatus.OK, tuple(pages), page_count=page_count)
+
+
+def parse_many(paths: Iterable[Path], limits: Limits = Limits()) -> list[ParsedDocument]:
+    return [parse_file(path, limits) for path in paths]
+
+
+# --- helpers ----------------------------------------------------------------------------------------------------------
+
+
+def _check(deadline: float, pages: int, chars: int, limits: Limits) -> None:
+    if time.monotonic() > deadline:
+        raise _Refused(ParseStatus.TIMEOUT, f"Reading this file took longer than {limits.max_seconds:.0f} s.")
+    if pages > limits.max_pages:
+        raise _Refused(ParseStatus.TOO_LARGE, f"The file has more than {limits.max_pages:,} pages.")
+    if chars > limits.max_chars:
+        raise _Refused(ParseStatus.TOO_LARGE, f"The file has more than {limits.max_chars:,} characters of text.")
+
+
+def decode_text(data: bytes) -> str:
+    """UTF-8 (with or without BOM), else UTF-16 with BOM, else Windows-1252; binary data is refused."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16")
+    if b"\x00" in data[:8192]:
+        raise _Refused(ParseStatus.DAMAGED, "This looks like a binary file, not text.")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", errors="replace")
+
+
+def _read_text(path: Path, limits: Limits) -> str:
+    text = decode_text(path.read_bytes())
+    _check(float("inf"), 1, len(text), limits)
+    return text
+
+
+class _HTMLText(HTMLParser):
+    """Visible text of an HTML/XHTML document: scripts and styles dropped, block elements on their own lines."""
+
+    SKIP = frozenset({"script", "style", "noscript", "template", "head"})
+    BLOCKS = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "pre"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skipping = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self.SKIP:
+            self._skipping += 1
+        elif tag in self.BLOCKS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.SKIP and self._skipping:
+            self._skipping -= 1
+        elif tag in self.BLOCKS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skipping:
+            self.parts.append(data)
+
+    def text(self) -> str:
+        lines = (" ".join(line.split()) for line in "".join(self.parts).splitlines())
+        return "\n".join(line for line in lines if line)
+
+
+def html_to_text(markup: str) -> str:
+    parser = _HTMLText()
+    parser.feed(markup)
+    parser.close()
+    return parser.text()
+
+
+def _open_zip(path: Path, limits: Limits) -> zipfile.ZipFile:
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        raise _Refused(ParseStatus.DAMAGED, "The file is damaged (it is not a valid zip container).") from exc
+    unpacked = sum(info.file_size for info in archive.infolist())
+    packed = max(1, sum(info.compress_size for info in archive.infolist()))
+    if unpacked > limits.max_unzipped_bytes or unpacked / packed > limits.max_zip_ratio:
+        archive.close()
+        raise _Refused(
+            ParseStatus.TOO_LARGE,
+            f"The file would unpack to {unpacked / 1e6:.0f} MB ({unpacked / packed:.0f}× its size): refused as a "
+            "possible zip bomb.",
+        )
+    return archive
+
+
+# --- formats ----------------------------------------------------------------------------------------------------------
+
+
+def _pdf(path: Path, limits: Limits, deadline: float) -> Iterable[Page]:
+    import pypdfium2 as pdfium  # type: ignore[import-untyped]
+
+    try:
+        document = pdfium.PdfDocument(str(path))
+    except pdfium.PdfiumError as exc:
+        if "password" in str(exc).lower():
+            raise _Refused(
+                ParseStatus.ENCRYPTED, "The PDF is password-protected. Save an unprotected copy to add it."
+            ) from exc
+        raise _Refused(ParseStatus.DAMAGED, f"The PDF could not be opened ({exc}).") from exc
+    try:
+        count = len(document)
+        _check(deadline, count, 0, limits)
+        chars = 0
+        pages = []
+        for index in range(count):
+            page = document[index]
+            textpage = page.get_textpage()
+            text = textpage.get_text_bounded()
+            textpage.close()
+            page.close()
+            chars += len(text)
+            _check(deadline, index + 1, chars, limits)
+            pages.append(Page(index + 1, text.replace("\r\n", "\n").replace("\r", "\n")))
+        return pages
+    finally:
+        document.close()
+
+
+def _docx(path: Path, limits: Limits, deadline: float) -> Iterable[Page]:
+    from docx import Document
+
+    _open_zip(path, limits).close()
+    document = Document(str(path))
+    parts = [p.text for p in document.paragraphs]
+    for table in document.tables:
+        for row in table.rows:
+            parts.append(" | ".join(cell.text.strip() for cell in row.cells))
+        _check(deadline, 1, sum(map(len, parts)), limits)
+    text = "\n".join(parts)
+    _check(deadline, 1, len(text), limits)
+    return [Page(1, text)]
+
+
+def _plain(path: Path, limits: Limits, deadline: float) -> Iterable[Page]:
+    return [Page(1, _read_text(path, limits))]
+
+
+def _html(path: Path, limits: Limits, deadline: float) -> Iterable[Page]:
+    return [Page(1, html_to_text(_read_text(path, limits)))]
+
+
+def _csv(path: Path, limits: Limits, deadline: float) -> Iterable[Page]:
+    text = _read_text(path, limits)
+    dialect = "excel-tab" if path.suffix.lower() == ".tsv" else "excel"
+    rows = csv.reader(io.StringIO(text), dialect=dialect)
+    header = next(rows, [])
+    lines = [" | ".join(header)]
+    for row in rows:  # "column: value" keeps each row meaningful once it is cut into chunks
+        lines.append("; ".join(f"{h}: {v}" for h, v in zip(header, row, strict=False)) if header else " | ".join(row))
+    return [Page(1, "\n".join(lines))]
+
+
+def _epub(path: Path, limits: Limits, deadline: float) -> Iterable[Page]:
+    with _open_zip(path, limits) as archive:
+        try:
+            container = ElementTree.fromstring(archive.read("META-INF/container.xml"))
+            rootfile = next(e for e in container.iter() if e.tag.endswith("rootfile")).get("full-path", "")
+            opf = ElementTree.fromstring(archive.read(rootfile))
+        except (KeyError, StopIteration, ElementTree.ParseError) as exc:
+            raise _Refused(ParseStatus.DAMAGED, "The EPUB has no readable table of contents.") from exc
+        base = posixpath.dirname(rootfile)
+        manifest = {e.get("id"): e.get("href", "") for e in opf.iter() if e.tag.endswith("}item") or e.tag == "item"}
+        spine = [e.get("idref") for e in opf.iter() if e.tag.endswith("itemref") or e.tag == "itemref"]
+        pages = []
+        chars = 0
+        for number, idref in enumerate(spine, start=1):
+            href = manifest.get(idref)
+            if not href:
+                continue
+            name = posixpath.normpath(posixpath.join(base, href.split("#")[0]))
+            try:
+                text = html_to_text(decode_text(archive.read(name)))
+            except KeyError:
+                continue
+            chars += len(text)
+            _check(deadline, number, chars, limits)
+            pages.append(Page(number, text))
+        return pages
+
+
+_PARSERS = {
+    "pdf": _pdf,
+    "docx": _docx,
+    "markdown": _plain,
+    "text": _plain,
+    "rst": _plain,
+    "code": _plain,
+    "html": _html,
+    "csv": _csv,
+    "epub": _epub,
+}
+
+__all__ = ["Limits", "Page", "ParseStatus", "ParsedDocument", "decode_text", "html_to_text", "kind_of", "parse_file"]
