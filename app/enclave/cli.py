@@ -52,9 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command_groups() -> list[Callable[[Any], None]]:
     """Each area adds its own subcommands: ``register(subparsers)`` sets ``handler=fn(args) -> exit code``."""
+    from enclave.docs.cli_commands import register as register_docs
     from enclave.models.cli_commands import register as register_models
 
-    return [register_models]
+    return [register_models, register_docs]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -40,6 +40,9 @@ class Limits:
     max_seconds: float = 300.0
 
 
+DEFAULT_LIMITS = Limits()
+
+
 @dataclass(frozen=True)
 class Page:
     number: int  # 1-based: PDF page, EPUB chapter; 1 for formats without pages
@@ -141,7 +144,7 @@ def kind_of(path: Path) -> str | None:
     return KINDS.get(path.suffix.lower())
 
 
-def parse_file(path: Path, limits: Limits = Limits()) -> ParsedDocument:
+def parse_file(path: Path, limits: Limits = DEFAULT_LIMITS) -> ParsedDocument:
     """Parse one file; any problem becomes a status with a message, never an exception."""
     kind = kind_of(path)
     if kind is None:
@@ -182,7 +185,7 @@ def parse_file(path: Path, limits: Limits = Limits()) -> ParsedDocument:
     return ParsedDocument(str(path), kind, ParseStatus.OK, tuple(pages), page_count=page_count)
 
 
-def parse_many(paths: Iterable[Path], limits: Limits = Limits()) -> list[ParsedDocument]:
+def parse_many(paths: Iterable[Path], limits: Limits = DEFAULT_LIMITS) -> list[ParsedDocument]:
     return [parse_file(path, limits) for path in paths]
 
 
