@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS chunks (
 );
 CREATE INDEX IF NOT EXISTS chunks_document ON chunks(document_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(text, content='chunks', content_rowid='id');
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_vocab USING fts5vocab(chunks_fts, 'row');
 CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN
     INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text);
 END;
@@ -195,8 +196,18 @@ class DocumentIndex:
 
     # --- search -----------------------------------------------------------------------------------------------
 
+    def _selective_terms(self, terms: list[str]) -> list[str]:
+        """Leave out terms found in more than a tenth of all chunks (and over a thousand): their inverse document
+        frequency is near zero, so they rank little, yet they would make BM25 score most rows of a large index. A
+        query of only such words is left to the vector side."""
+        marks = ",".join("?" * len(terms))
+        with self._lock:
+            counts = dict(self._db.execute(f"SELECT term, doc FROM chunks_vocab WHERE term IN ({marks})", terms))
+            total = self._db.execute("SELECT count(*) FROM chunks").fetchone()[0] or 1
+        return [t for t in terms if 0 < counts.get(t, 0) <= max(total / 10, 1000)]
+
     def _bm25(self, query: str, collection: str | None, limit: int) -> list[int]:
-        terms = re.findall(r"\w+", query.lower())
+        terms = self._selective_terms(sorted(set(re.findall(r"\w+", query.lower()))))
         if not terms:
             return []
         match = " OR ".join(f'"{t}"' for t in terms)  # quoted: user text is never FTS syntax
