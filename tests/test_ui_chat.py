@@ -360,3 +360,24 @@ def test_first_run_page_recommends_a_model_for_this_computer(app: App) -> None:
     assert "Recommended for this computer" in app.window.welcome.recommendation.text()
     assert name in app.window.welcome.recommendation.text()
     assert app.window.welcome.download_button.text() == f"Download {name}…"
+
+
+def test_switching_chats_while_streaming_loses_no_text(app: App) -> None:
+    app.backend.script.delay_s = 0.01
+    app.load()
+    other = app.store.create_conversation("Another chat")
+    app.send("Stream while I look elsewhere", wait=False)
+    streaming_id = app.window.session.conversation_id
+    assert streaming_id is not None
+    card = app.window.transcript.cards()[-1]
+    app.qtbot.waitUntil(lambda: len(card.thinking.text) > 10, timeout=5000)
+    app.window.conversations.conversationSelected.emit(other.id)
+    assert app.window.transcript.cards() == []
+    app.qtbot.wait(300)  # text keeps arriving (and being saved) while another chat is shown
+    app.window.conversations.conversationSelected.emit(streaming_id)
+    app.wait_idle()
+    card = app.window.transcript.cards()[-1]
+    assert card.answer.markdown() == ANSWER
+    assert card.thinking.text == REASONING
+    assert card.thinking.header.text().startswith("Thought for")
+    assert card.status.isHidden()

@@ -41,8 +41,12 @@ def open_store(path: os.PathLike[str] | str) -> tuple[ChatStore | None, str | No
     try:
         return ChatStore(path), None
     except CorruptDatabaseError as exc:
-        kept = quarantine_corrupt_database(path)
-        return ChatStore(path), (
+        try:
+            kept = quarantine_corrupt_database(path)
+            fresh = ChatStore(path)
+        except StorageError as again:  # cannot move it aside or start over: say so instead of crashing
+            return None, f"{exc}\n\n{again}"
+        return fresh, (
             f"Your chat history could not be read ({exc}). Enclave started a new, empty history; the damaged file "
             f"was kept as {kept.name} in {kept.parent}."
         )

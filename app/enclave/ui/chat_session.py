@@ -124,11 +124,26 @@ class ChatSession(QObject):
         self.transcript.clear()
         if self.conversation_id is None:
             return
+        live = self.live
         for message in self.store.messages(self.conversation_id):
             if message.role == "system":
                 continue
-            self._add_card(MessageCard.from_message(message))
+            if live is not None and message.id == live.message_id:
+                self._add_live_card(live)
+            else:
+                self._add_card(MessageCard.from_message(message))
         self.transcript.scroll_to_end()
+
+    def _add_live_card(self, live: LiveReply) -> None:
+        """Back in the chat that is still streaming: the store lags up to a second, so draw from memory instead."""
+        card = self._add_card(MessageCard("assistant", live.message_id))
+        card.start_streaming(live.model)
+        if live.thinking_started is not None:
+            card.thinking.start(started_at=live.thinking_started)
+            card.append("".join(live.reasoning), "")
+            if live.thinking_seconds is not None:
+                card.close_thinking(live.thinking_seconds)
+        card.append("", "".join(live.content))
 
     def _add_card(self, card: MessageCard) -> MessageCard:
         card.regenerateRequested.connect(self.regenerate)
@@ -260,7 +275,7 @@ class ChatSession(QObject):
             live.thinking_seconds = time.monotonic() - live.thinking_started
         card = self._card()
         if card is not None:
-            card.close_thinking()
+            card.close_thinking(live.thinking_seconds)
 
     @Slot(str, int)
     def _on_context_trimmed(self, request_id: str, dropped: int) -> None:

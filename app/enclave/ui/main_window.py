@@ -265,8 +265,7 @@ class MainWindow(QMainWindow):
             f"{info.path}\nPrompt format: {info.chat_format} ({info.chat_format_source})\n"
             f"Context: {info.n_ctx:,} tokens (trained for {info.n_ctx_train:,}) · loaded in {info.load_seconds:.1f} s"
         )
-        self.context_gauge.setRange(0, info.n_ctx)
-        self.context_gauge.setValue(0)
+        self._show_context(0, info.n_ctx)
         self.context_gauge.show()
         if self._previous_model and self._previous_model != info.name and self.transcript.cards():
             self.transcript.add_note(f"Switched to {info.name}: the next answers come from it.")
@@ -320,11 +319,9 @@ class MainWindow(QMainWindow):
         messages = self.store.messages(conversation_id)
         last = next((m for m in reversed(messages) if m.stats is not None), None)
         if last is not None and last.stats is not None and last.stats.context_size:
-            self.context_gauge.setRange(0, last.stats.context_size)
-            self.context_gauge.setValue(min(last.stats.context_used, last.stats.context_size))
+            self._show_context(last.stats.context_used, last.stats.context_size)
         elif self.controller.model is not None:
-            self.context_gauge.setRange(0, self.controller.model.n_ctx)
-            self.context_gauge.setValue(0)
+            self._show_context(0, self.controller.model.n_ctx)
 
     @Slot()
     def new_chat(self) -> None:
@@ -412,11 +409,18 @@ class MainWindow(QMainWindow):
         if ok:
             self.store.set_system_prompt(conversation.id, text)
 
+    def _show_context(self, used: int, size: int) -> None:
+        """ "Context 1,234 / 4,096": QProgressBar's own %v/%m placeholders print no thousands separators."""
+        used = min(used, size)
+        self.context_gauge.setRange(0, max(1, size))
+        self.context_gauge.setValue(used)
+        self.context_gauge.setFormat(f"Context {used:,} / {size:,}")
+        self.context_gauge.setToolTip(f"{used:,} of the model's {size:,} context tokens are in use")
+
     @Slot(object)
     def _on_stats(self, stats: GenerationStats) -> None:
         if stats.context_size:
-            self.context_gauge.setRange(0, stats.context_size)
-            self.context_gauge.setValue(min(stats.context_used, stats.context_size))
+            self._show_context(stats.context_used, stats.context_size)
         if stats.tokens_per_second:
             self.speed_label.setText(f"{stats.tokens_per_second:.1f} tok/s")
 

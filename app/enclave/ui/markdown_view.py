@@ -55,10 +55,15 @@ def renderer() -> MarkdownRenderer:
 
 
 class AutoHeightBrowser(QTextBrowser):
-    """A read-only text view exactly as tall as its document, so the chat's scroll area is the only scroller."""
+    """A read-only text view exactly as tall as its document, so the chat's scroll area is the only scroller.
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    With ``max_height`` it stops growing there and scrolls itself (the thinking block). QTextDocumentLayout reports
+    the height in pixels after every change, including re-wrapping when the width changes.
+    """
+
+    def __init__(self, parent: QWidget | None = None, *, max_height: int | None = None) -> None:
         super().__init__(parent)
+        self._max_height = max_height
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -80,8 +85,19 @@ class AutoHeightBrowser(QTextBrowser):
 
     def _fit_height(self, size: QSizeF) -> None:
         height = self._height_for(size)
+        if self._max_height is not None:
+            # No scroll bar below the cap: it would narrow the text and re-wrap it into more lines.
+            capped = height > self._max_height
+            policy = Qt.ScrollBarPolicy.ScrollBarAsNeeded if capped else Qt.ScrollBarPolicy.ScrollBarAlwaysOff
+            if self.verticalScrollBarPolicy() != policy:
+                self.setVerticalScrollBarPolicy(policy)
+            height = min(height, self._max_height)
         if height != self.height():
             self.setFixedHeight(height)
+
+    @property
+    def scrolls_itself(self) -> bool:
+        return self.verticalScrollBar().maximum() > 0
 
     def sizeHint(self) -> QSize:
         return QSize(super().sizeHint().width(), self.height())
@@ -90,7 +106,10 @@ class AutoHeightBrowser(QTextBrowser):
         return QSize(80, self.height())
 
     def wheelEvent(self, event: QWheelEvent) -> None:
-        event.ignore()  # nothing to scroll here: let the chat view scroll
+        if self.scrolls_itself:
+            super().wheelEvent(event)
+        else:
+            event.ignore()  # nothing to scroll here: let the chat view scroll
 
 
 @dataclass
@@ -128,6 +147,11 @@ class MarkdownView(AutoHeightBrowser):
             elapsed = self._since_render.elapsed() if self._since_render.isValid() else UPDATE_INTERVAL_MS
             self._timer.start(max(0, UPDATE_INTERVAL_MS - elapsed))
 
+    def flush(self) -> None:
+        """Render what has arrived now instead of at the next tick (before a screenshot, in tests)."""
+        self._timer.stop()
+        self._render_pending()
+
     def finish(self) -> None:
         """Render everything received as final; stops the update timer."""
         self._timer.stop()
@@ -150,7 +174,7 @@ class MarkdownView(AutoHeightBrowser):
     def code_block(self, index: int) -> str | None:
         """The code behind the Copy link ``copy:<index>``."""
         if self._live is not None and index == self._live.index:
-            return self._live_code_text(final=True)
+            return self._live_code_text(final=False)  # what is shown: not a half-typed closing fence
         codes = self._codes + self._tail_codes
         return codes[index] if 0 <= index < len(codes) else None
 
@@ -202,9 +226,8 @@ class MarkdownView(AutoHeightBrowser):
             cut = cuts[self._next_cut]
             self._next_cut += 1
             if self._live is not None:
-                # The live fence closed: its frame already shows the final code, so keep it as it is.
-                content_end, end = self._splitter.closed_fences.pop(self._live.fence.start)
-                assert end == cut
+                # The live fence closed (or the text ended inside it): the frame already shows the final code.
+                content_end, _end = self._splitter.closed_fences.pop(self._live.fence.start, (cut, cut))
                 self._close_live(content_end)
                 self._committed = cut
                 continue
@@ -301,11 +324,37 @@ class MarkdownView(AutoHeightBrowser):
         cursor = self._end()
         start = cursor.position()
         was_empty = cursor.block().length() == 1
-        cursor.insertFragment(self._fragment(html))
+        cursor.insertFragment(self._fragment(html.strip()))
         if was_empty:  # the empty block we inserted into (document start, or after a code frame) is now surplus
-            cursor.setPosition(start)
-            cursor.setPosition(start + 1, QTextCursor.MoveMode.KeepAnchor)
-            cursor.removeSelectedText()
+            self._remove_block_separator(start)
+        self._tidy_blocks(start)
+
+    def _remove_block_separator(self, position: int) -> None:
+        """Drop the empty block starting at ``position``; the block after it keeps its own format."""
+        cursor = QTextCursor(self.document())
+        cursor.setPosition(position)
+        cursor.setPosition(position + 1, QTextCursor.MoveMode.KeepAnchor)
+        cursor.removeSelectedText()
+
+    def _tidy_blocks(self, start: int) -> None:
+        """Flatten the empty blocks Qt's HTML import leaves around tables, so history matches streaming."""
+        document = self.document()
+        root = document.rootFrame()
+        block = document.findBlock(start)
+        while block.isValid():
+            following = block.next()
+            if block.length() == 1 and document.frameAt(block.position()) is root and following.isValid():
+                previous = block.previous()
+                if document.frameAt(following.position()) is root and following.length() > 1:
+                    self._remove_block_separator(block.position())  # before text: the text's block takes its place
+                    block = document.findBlock(block.position())
+                    continue
+                if previous.isValid() and previous.length() > 1 and document.frameAt(previous.position()) is root:
+                    self._remove_block_separator(block.position() - 1)  # before a table: join the text above
+                    block = document.findBlock(block.position() - 1).next()
+                    continue
+                QTextCursor(block).setBlockFormat(self._spacer_format())
+            block = following
 
     def _fragment(self, html: str) -> QTextDocumentFragment:
         scratch = QTextDocument()

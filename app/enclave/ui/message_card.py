@@ -106,6 +106,7 @@ class MessageCard(QFrame):
         card = cls(message.role, message.id, parent)
         card.thinking.set_history(message.reasoning, message.thinking_seconds)
         card.answer.set_markdown(message.content)
+        card.answer.setVisible(bool(message.content))  # an empty view would still take a line of height
         card.set_status(message.status, message.error)
         card.footer.setText(stats_text(message.stats, message.model if message.role == "assistant" else None))
         return card
@@ -115,6 +116,7 @@ class MessageCard(QFrame):
     def start_streaming(self, model: str | None) -> None:
         self.regenerate_button.setEnabled(False)
         self.copy_button.setEnabled(False)
+        self.answer.hide()  # until the first answer text: no blank line under the thinking block
         self.footer.setText(model or "")
 
     def append(self, reasoning: str, content: str) -> None:
@@ -123,10 +125,11 @@ class MessageCard(QFrame):
         if content:
             if self.thinking.running:
                 self.thinking.finish()
+            self.answer.show()
             self.answer.append(content)
 
-    def close_thinking(self) -> None:
-        self.thinking.finish()
+    def close_thinking(self, seconds: float | None = None) -> None:
+        self.thinking.finish(seconds)
 
     def finish(
         self, status: MessageStatus, stats: MessageStats | None, model: str | None, error: str | None = None

@@ -1,8 +1,8 @@
 """The collapsible block that shows R1's reasoning above its answer.
 
 While the model thinks the block is open and its header ticks ("Thinking… 12 s"); once the answer starts it folds
-away ("Thought for 41 s") so the answer is what the user reads first. Text is appended at the end of a plain-text
-document, so a long reasoning costs O(delta) per update.
+away ("Thought for 41 s") so the answer is what the user reads first. Text is appended at the end of the document
+(laid out incrementally), so a long reasoning costs O(delta) per update.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ import time
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QPalette, QTextCursor
-from PySide6.QtWidgets import QHBoxLayout, QPlainTextEdit, QPushButton, QSizePolicy, QToolButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QPushButton, QToolButton, QVBoxLayout, QWidget
 
-from enclave.ui.style import mute, muted_text
+from enclave.ui.markdown_view import AutoHeightBrowser
+from enclave.ui.style import mute
 
 BODY_MAX_HEIGHT = 260
 
@@ -49,19 +50,13 @@ class ThinkingSection(QWidget):
         self.answer_now.clicked.connect(self.answerNowRequested)
         self.answer_now.hide()
 
-        self.body = QPlainTextEdit(self)
-        self.body.setReadOnly(True)
+        self.body = AutoHeightBrowser(self, max_height=BODY_MAX_HEIGHT)
         self.body.setAccessibleName("The model's thinking")
-        self.body.setFrameShape(QPlainTextEdit.Shape.NoFrame)
-        self.body.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-        self.body.document().setUndoRedoEnabled(False)
-        self.body.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
-        self.body.setFixedHeight(2 * self.body.fontMetrics().lineSpacing() + 12)
-        self.body.verticalScrollBar().rangeChanged.connect(self._fit_body)
+        self.body.setAcceptRichText(False)
         palette = self.body.palette()
-        palette.setColor(QPalette.ColorRole.Text, muted_text(palette))
-        palette.setColor(QPalette.ColorRole.Base, palette.color(QPalette.ColorRole.Window))
+        palette.setColor(QPalette.ColorRole.Text, palette.color(QPalette.ColorRole.PlaceholderText))
         self.body.setPalette(palette)
+        self.body.document().setDocumentMargin(4)
 
         self._tick = QTimer(self)
         self._tick.setInterval(1000)
@@ -82,9 +77,9 @@ class ThinkingSection(QWidget):
 
     # --- streaming --------------------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """The model began thinking: open the block and start the clock."""
-        self._started = time.monotonic()
+    def start(self, started_at: float | None = None) -> None:
+        """The model began thinking (at ``started_at``, a time.monotonic() value; default: now): open, start clock."""
+        self._started = time.monotonic() if started_at is None else started_at
         self._running = True
         self.show()
         self.answer_now.show()
@@ -163,14 +158,3 @@ class ThinkingSection(QWidget):
     def _set_expanded(self, expanded: bool) -> None:
         self.body.setVisible(expanded)
         self._update_header()
-
-    def _fit_body(self) -> None:
-        """Grow with the text up to BODY_MAX_HEIGHT, then scroll.
-
-        The plain-text scroll bar counts lines, so its range says how many more lines would need room; this avoids
-        re-measuring the whole reasoning on every streamed chunk.
-        """
-        extra_lines = self.body.verticalScrollBar().maximum()
-        if extra_lines > 0 and self.body.height() < BODY_MAX_HEIGHT:
-            line_height = self.body.fontMetrics().lineSpacing()
-            self.body.setFixedHeight(min(BODY_MAX_HEIGHT, self.body.height() + extra_lines * line_height))

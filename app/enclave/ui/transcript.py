@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFrame, QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 
 from enclave.ui.message_card import MessageCard
 from enclave.ui.style import mute
@@ -43,9 +43,14 @@ class Transcript(QScrollArea):
         self._layout.setSpacing(10)
         self._layout.addStretch(1)
         outer = QWidget()
-        outer_layout = QVBoxLayout(outer)
+        outer_layout = QHBoxLayout(outer)
         outer_layout.setContentsMargins(0, 0, 0, 0)
-        outer_layout.addWidget(self._column, 0, Qt.AlignmentFlag.AlignHCenter)
+        outer_layout.setSpacing(0)
+        # Stretches either side: the column takes the width up to MAX_TEXT_WIDTH and stays centred (an alignment
+        # flag would shrink it to its size hint instead).
+        outer_layout.addStretch(1)
+        outer_layout.addWidget(self._column, 100)
+        outer_layout.addStretch(1)
         self.setWidget(outer)
         self._follow = True
         bar = self.verticalScrollBar()
