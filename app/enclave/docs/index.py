@@ -197,14 +197,14 @@ class DocumentIndex:
     # --- search -----------------------------------------------------------------------------------------------
 
     def _selective_terms(self, terms: list[str]) -> list[str]:
-        """Leave out terms found in more than a tenth of all chunks (and over a thousand): their inverse document
-        frequency is near zero, so they rank little, yet they would make BM25 score most rows of a large index. A
-        query of only such words is left to the vector side."""
+        """Leave out terms found in more than 2 % of all chunks (and over a thousand): their inverse document
+        frequency is low, so they rank little, yet they would make BM25 score a large share of a big index. A query
+        of only such words is left to the vector side."""
         marks = ",".join("?" * len(terms))
         with self._lock:
             counts = dict(self._db.execute(f"SELECT term, doc FROM chunks_vocab WHERE term IN ({marks})", terms))
             total = self._db.execute("SELECT count(*) FROM chunks").fetchone()[0] or 1
-        return [t for t in terms if 0 < counts.get(t, 0) <= max(total / 10, 1000)]
+        return [t for t in terms if 0 < counts.get(t, 0) <= max(total / 50, 1000)]
 
     def _bm25(self, query: str, collection: str | None, limit: int) -> list[int]:
         terms = self._selective_terms(sorted(set(re.findall(r"\w+", query.lower()))))
@@ -264,7 +264,9 @@ class DocumentIndex:
                 if collection is not None:
                     allowed = self._collection_chunk_ids(collection)
                     scores = np.where(np.isin(ids, list(allowed)), scores, -np.inf)
-                top = np.argsort(-scores)[:CANDIDATES]
+                count = min(CANDIDATES, len(scores))
+                top = np.argpartition(-scores, count - 1)[:count]  # O(n), then sort only the few kept
+                top = top[np.argsort(-scores[top])]
                 vector_ranked = [int(ids[i]) for i in top if np.isfinite(scores[i])]
                 similarity = {int(ids[i]): float(scores[i]) for i in top}
         fused: dict[int, float] = {}
