@@ -75,6 +75,16 @@ def test_snapshot_lists_files_sizes_and_sha256(hub: FakeHub, blob: Path) -> None
         fetch_snapshot("acme/missing", "main")
 
 
+def test_metadata_lookup_sends_nothing_else(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants
+
+    # Point huggingface_hub's import-time endpoint here too, so any side request it makes would be seen.
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.endpoint)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_TELEMETRY", False)
+    fetch_snapshot(REPO, "main")
+    assert [path for _method, path, _range in hub.requests] == [f"/api/models/{REPO}/revision/main"]
+
+
 def test_full_download_is_verified_and_moved_into_place(hub: FakeHub, blob: Path, tmp_path: Path) -> None:
     seen: list[DownloadProgress] = []
     [path] = download_files(REPO, COMMIT, [remote(blob)], models_dir(tmp_path), on_progress=seen.append)

@@ -50,9 +50,12 @@ def fetch_snapshot(repo_id: str, revision: str, token: str | None = None, timeou
     """File list with sizes and sha256 for ``repo_id`` at ``revision``, via huggingface_hub's model_info."""
     if offline():
         raise OfflineError("Enclave is in offline mode (HF_HUB_OFFLINE is set): downloads are turned off.")
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi, constants
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
+    # huggingface_hub 2.x otherwise probes {endpoint fixed at import}/api/agent-harnesses for its User-Agent — the
+    # public Hub even when HF_ENDPOINT names a mirror. The user asked for this model's metadata, nothing else.
+    constants.HF_HUB_DISABLE_TELEMETRY = True
     api = HfApi(endpoint=endpoint(), token=token or False)
     try:
         info = api.model_info(repo_id, revision=revision, files_metadata=True, timeout=timeout)
