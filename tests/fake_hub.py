@@ -33,6 +33,8 @@ class FakeHub:
     files: dict[str, dict[str, Path]] = field(default_factory=dict)  # repo -> path -> local file
     faults: Faults = field(default_factory=Faults)
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)  # (method, path, Range header)
+    authorization: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Authorization header)
+    redirect_to: str | None = None  # answer file requests with a 302 to this base URL (a "CDN")
     bytes_sent: int = 0
     server: ThreadingHTTPServer | None = None
     thread: threading.Thread | None = None
@@ -62,11 +64,18 @@ class FakeHub:
             def _serve(self, head: bool) -> None:
                 path = unquote(urlparse(self.path).path)
                 hub.requests.append((self.command, path, self.headers.get("Range")))
+                hub.authorization.append((path, self.headers.get("Authorization")))
                 api = re.fullmatch(r"/api/models/(.+)/revision/([^/]+)", path)
                 if api:
                     return self._info(api.group(1))
                 resolve = re.fullmatch(r"/(.+?/.+?)/resolve/([^/]+)/(.+)", path)
                 if resolve:
+                    if hub.redirect_to is not None:
+                        self.send_response(302)
+                        self.send_header("Location", hub.redirect_to + path)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return None
                     return self._file(resolve.group(1), resolve.group(3), head)
                 self.send_error(404)
 

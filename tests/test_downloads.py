@@ -238,3 +238,23 @@ def test_real_model_end_to_end(hub: FakeHub, gemma_path: Path, tmp_path: Path) -
     [path] = download_files("acme/gemma-GGUF", snapshot.commit, [snapshot.file("gemma.gguf")], models_dir(tmp_path))
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     assert digest == gemma_pkg.EXPECTED_SHA256
+
+
+def test_token_goes_to_the_hub_but_not_to_the_cdn(blob: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cdn = FakeHub()
+    cdn.add(REPO, "tiny.gguf", blob)
+    cdn.start()
+    hub = FakeHub()
+    hub.add(REPO, "tiny.gguf", blob)
+    hub.start()
+    try:
+        # Same machine, another host name: 127.0.0.1 for the Hub, localhost for its "CDN".
+        hub.redirect_to = cdn.endpoint.replace("127.0.0.1", "localhost")
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        [path] = download_files(REPO, COMMIT, [remote(blob)], models_dir(tmp_path), token="hf_secret")
+        assert path.read_bytes() == blob.read_bytes()
+        assert any(auth == "Bearer hf_secret" for p, auth in hub.authorization if "/resolve/" in p)
+        assert cdn.authorization and all(auth is None for _p, auth in cdn.authorization)
+    finally:
+        hub.stop()
+        cdn.stop()

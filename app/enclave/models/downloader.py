@@ -16,11 +16,12 @@ import shutil
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from enclave.models.hub_client import RemoteFile, file_url
 
@@ -195,6 +196,21 @@ def _download_one(
     return final
 
 
+class _NoTokenAcrossHosts(urllib.request.HTTPRedirectHandler):
+    """The Hub redirects downloads to a CDN: the Hugging Face token must not follow to another host."""
+
+    def redirect_request(
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> urllib.request.Request | None:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and urllib.parse.urlsplit(newurl).netloc != urllib.parse.urlsplit(req.full_url).netloc:
+            new.remove_header("Authorization")
+        return new
+
+
+_opener = urllib.request.build_opener(_NoTokenAcrossHosts)
+
+
 def _write(out: IO[bytes], block: bytes) -> None:
     """One place where downloaded bytes hit the disk (tests make it fail with ENOSPC)."""
     out.write(block)
@@ -218,7 +234,7 @@ def _stream(
         headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(url, headers=headers)
     try:
-        response = urllib.request.urlopen(request, timeout=30)
+        response = _opener.open(request, timeout=30)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and start == remote.size:
             return hasher
