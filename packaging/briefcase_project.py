@@ -1,21 +1,30 @@
 """Stage a Briefcase project from pyproject.toml + briefcase.toml, then run Briefcase in it.
 
-    python packaging/briefcase_project.py dev --test          # run the bundle's smoke tests in dev mode
-    python packaging/briefcase_project.py create|build|package [briefcase args...]
-    python packaging/briefcase_project.py stage                # only write build/briefcase/
+    python packaging/briefcase_project.py dev --test             # the bundle's smoke tests in dev mode
+    python packaging/briefcase_project.py build linux system --test
+    python packaging/briefcase_project.py package macOS app --update --adhoc-sign
+    python packaging/briefcase_project.py stage                  # only write build/briefcase/
+    python packaging/briefcase_project.py apt-packages           # Debian packages the .deb build and tests need
 
-Briefcase reads a single pyproject.toml. Ours describes the Python package (for pip), and briefcase.toml holds what
-only installers need; this script joins them into build/briefcase/pyproject.toml, so no setting is written twice:
-- [project] is the root's, with the dynamic version resolved from enclave.__version__ and the test extra dropped
-  (the bundle runs its own smoke tests, listed in briefcase.toml's test_requires);
-- [tool.briefcase] is briefcase.toml;
-- the sources (app/enclave), icons, license and bundle tests are copied in beside it.
+Run it with the Python that has Briefcase installed (``pip install briefcase``): Briefcase is started as
+``python -m briefcase``, so the llama.cpp wheel picked from wheelhouse/ matches the Python the bundle gets.
+
+Briefcase reads a single pyproject.toml. Ours describes the Python package (for pip) and briefcase.toml what only
+installers need; this script joins them in build/briefcase/pyproject.toml, so nothing is written twice:
+- [project] is the root's, with the version resolved from enclave.__version__ and, of the test extra, only what the
+  bundle's smoke tests need (the full suite's extras include a 253 MB model and the linters);
+- [tool.briefcase] is briefcase.toml, plus the llama-cpp-python wheel from wheelhouse/ in requires (a local file, so
+  Briefcase also copies it into Docker builds, where a --find-links folder would not be visible);
+- the sources (app/enclave), icons, license, bundle tests and Linux desktop metadata are copied in beside it.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import datetime
+import importlib.util
+import re
 import shutil
 import subprocess
 import sys
@@ -25,12 +34,18 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE = ROOT / "build" / "briefcase"
+WHEELHOUSE = ROOT / "wheelhouse"
 APP_NAME = "enclave"
+# Of pyproject's test extra, what packaging/bundle_tests needs.
+BUNDLE_TEST_PACKAGES = ("pytest",)
+# Briefcase commands that build a bundle: these must install the llama.cpp wheel built for the installer's backend.
+BUNDLE_COMMANDS = ("create", "update", "build", "run", "package")
+LOCAL_COMMANDS = ("stage", "apt-packages")
 
 
-def read_version() -> str:
+def read_version(root: Path = ROOT) -> str:
     """enclave.__version__, read without importing the package (it may not be installed where this runs)."""
-    tree = ast.parse((ROOT / "app" / "enclave" / "__init__.py").read_text(encoding="utf-8"))
+    tree = ast.parse((root / "app" / APP_NAME / "__init__.py").read_text(encoding="utf-8"))
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__version__" for t in node.targets):
             value = node.value
@@ -39,26 +54,52 @@ def read_version() -> str:
     raise SystemExit("app/enclave/__init__.py has no __version__ string")
 
 
-def staged_config(root: Path = ROOT) -> dict[str, Any]:
-    """The merged configuration, as a dict (tests read it without writing anything)."""
+def requirement_name(requirement: str) -> str:
+    """The normalised project name of a PEP 508 requirement ("PyTest[x]>=8" -> "pytest")."""
+    match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
+    if not match:
+        raise ValueError(f"not a requirement: {requirement!r}")
+    return re.sub(r"[-_.]+", "-", match.group(1)).lower()
+
+
+def llama_wheels(wheelhouse: Path = WHEELHOUSE) -> list[Path]:
+    """llama-cpp-python wheels in the wheelhouse that this Python can install.
+
+    They are tagged py3 (llama.cpp is loaded with ctypes, there is no extension module); a cpXY tag is accepted too.
+    """
+    ours = {
+        "py3",
+        f"py{sys.version_info.major}{sys.version_info.minor}",
+        f"cp{sys.version_info.major}{sys.version_info.minor}",
+    }
+    wheels = wheelhouse.glob("llama_cpp_python-*.whl")
+    return sorted(w for w in wheels if ours & set(w.name.removesuffix(".whl").split("-")[-3].split(".")))
+
+
+def load_briefcase_toml(root: Path = ROOT) -> dict[str, Any]:
+    with (root / "briefcase.toml").open("rb") as handle:
+        return tomllib.load(handle)
+
+
+def staged_config(root: Path = ROOT, wheels: list[Path] | None = None) -> dict[str, Any]:
+    """The merged configuration as a dict: [project] from pyproject.toml, [tool.briefcase] from briefcase.toml."""
     with (root / "pyproject.toml").open("rb") as handle:
         project = dict(tomllib.load(handle)["project"])
-    with (root / "briefcase.toml").open("rb") as handle:
-        briefcase = tomllib.load(handle)
-    project["version"] = read_version()
-    project["dynamic"] = [d for d in project.get("dynamic", []) if d != "version"] or None
-    if project["dynamic"] is None:
+    briefcase = load_briefcase_toml(root)
+    project["version"] = read_version(root)
+    project["dynamic"] = [d for d in project.get("dynamic", []) if d != "version"]
+    if not project["dynamic"]:
         del project["dynamic"]
-    project.pop("optional-dependencies", None)  # the bundle's tests declare their own needs in briefcase.toml
+    test_extra = project.pop("optional-dependencies", {}).get("test", [])
+    bundle_tests = [r for r in test_extra if requirement_name(r) in BUNDLE_TEST_PACKAGES]
+    if bundle_tests:
+        project["optional-dependencies"] = {"test": bundle_tests}  # Briefcase makes this its test_requires
     project.pop("scripts", None)  # a bundle is started by its own launcher
-    project.pop("readme", None)
+    project.pop("readme", None)  # the README is not copied into the bundle
     project["license-files"] = ["LICENSE.txt"]
-    app = briefcase["app"][APP_NAME]
-    args = list(app.get("requirement_installer_args", []))
-    for i, arg in enumerate(args[:-1]):
-        if arg == "--find-links" and not Path(args[i + 1]).is_absolute():
-            args[i + 1] = str(root / args[i + 1])  # pip runs in Briefcase's own folders, not at the repository root
-    app["requirement_installer_args"] = args
+    if wheels:
+        app = briefcase["app"][APP_NAME]
+        app["requires"] = [*app.get("requires", []), *(str(w) for w in wheels)]
     # Its own pytest section, so the bundle's smoke tests never pick up the source tree's test configuration.
     pytest_config = {"testpaths": ["tests"], "addopts": "-p no:cacheprovider"}
     return {"project": project, "tool": {"briefcase": briefcase, "pytest": {"ini_options": pytest_config}}}
@@ -67,10 +108,11 @@ def staged_config(root: Path = ROOT) -> dict[str, Any]:
 def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (int, float)):
+    if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+        return f'"{escaped}"'
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
@@ -79,64 +121,89 @@ def toml_value(value: Any) -> str:
 
 
 def toml_key(key: str) -> str:
-    return key if key.replace("_", "").replace("-", "").isalnum() else toml_value(key)
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else toml_value(key)
 
 
 def dump_toml(data: dict[str, Any], prefix: str = "") -> str:
-    """A small TOML writer (tomllib only reads): scalars and lists first, then sub-tables."""
-    lines: list[str] = []
-    tables: list[tuple[str, dict[str, Any]]] = []
-    for key, value in data.items():
-        if isinstance(value, dict):
-            tables.append((key, value))
-        else:
-            lines.append(f"{toml_key(key)} = {toml_value(value)}")
-    out = "\n".join(lines) + ("\n" if lines else "")
-    for key, table in tables:
-        name = f"{prefix}.{toml_key(key)}" if prefix else toml_key(key)
-        body = dump_toml(table, name)
-        out += f"\n[{name}]\n{body}"
+    """A small TOML writer (tomllib only reads): a table's keys first, then its sub-tables."""
+    lines = [f"{toml_key(k)} = {toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    out = "".join(line + "\n" for line in lines)
+    for key, table in data.items():
+        if isinstance(table, dict):
+            name = f"{prefix}.{toml_key(key)}" if prefix else toml_key(key)
+            out += f"\n[{name}]\n" + dump_toml(table, name)
     return out
 
 
-def stage(target: Path = STAGE) -> Path:
+def stamp_metainfo(text: str, version: str, date: datetime.date) -> str:
+    """Add this version's <release> to the AppStream metadata, so the version lives only in enclave.__version__."""
+    release = f'  <releases>\n    <release version="{version}" date="{date.isoformat()}"/>\n  </releases>\n'
+    return text.replace("</component>", release + "</component>")
+
+
+def copy_tree(source: Path, target: Path) -> None:
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache"))
+
+
+def stage(target: Path = STAGE, wheels: list[Path] | None = None) -> Path:
     """Write the Briefcase project to ``target`` and return its pyproject.toml."""
-    config = staged_config()
+    config = staged_config(wheels=wheels)
     target.mkdir(parents=True, exist_ok=True)
-    src = target / "src" / APP_NAME
-    if src.exists():
-        shutil.rmtree(src)
-    shutil.copytree(ROOT / "app" / APP_NAME, src, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    tests = target / "tests"
-    if tests.exists():
-        shutil.rmtree(tests)
-    shutil.copytree(ROOT / "packaging" / "bundle_tests", tests, ignore=shutil.ignore_patterns("__pycache__"))
-    icons = target / "icons"
-    if icons.exists():
-        shutil.rmtree(icons)
-    shutil.copytree(ROOT / "resources" / "icons", icons)
+    copy_tree(ROOT / "app" / APP_NAME, target / "src" / APP_NAME)
+    copy_tree(ROOT / "packaging" / "bundle_tests", target / "tests")
+    copy_tree(ROOT / "resources" / "icons", target / "icons")
     shutil.copyfile(ROOT / "resources" / "LICENSE.txt", target / "LICENSE.txt")
-    shutil.copyfile(ROOT / "README.md", target / "README.md")
+    # Desktop entry and AppStream metadata for distribution packages and Flathub, with this release stamped in.
+    linux = target / "linux"
+    copy_tree(ROOT / "packaging" / "linux", linux)
+    for metainfo in linux.glob("*.metainfo.xml"):
+        text = stamp_metainfo(metainfo.read_text(encoding="utf-8"), config["project"]["version"], datetime.date.today())
+        metainfo.write_text(text, encoding="utf-8")
     pyproject = target / "pyproject.toml"
     header = "# Generated by packaging/briefcase_project.py from pyproject.toml + briefcase.toml. Do not edit.\n"
     pyproject.write_text(header + dump_toml(config), encoding="utf-8")
-    (ROOT / "wheelhouse").mkdir(exist_ok=True)  # requirement_installer_args point here; may hold llama.cpp wheels
     return pyproject
+
+
+def apt_packages(root: Path = ROOT) -> list[str]:
+    """Debian packages Briefcase checks for before building (and running) the .deb on this machine."""
+    debian = load_briefcase_toml(root)["app"][APP_NAME]["linux"]["system"]["debian"]
+    base = ["python3-dev", "python3-venv", "build-essential"]  # Briefcase's own baseline for Debian-based builds
+    return [*base, *debian.get("system_requires", []), *debian.get("system_runtime_requires", [])]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", help="stage, or a Briefcase command: dev, create, build, package, run, update")
+    parser.add_argument("command", help="stage, apt-packages, or a Briefcase command (dev, create, build, run, ...)")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="passed on to Briefcase")
     options = parser.parse_args(argv)
-    pyproject = stage()
-    print(f"staged {pyproject.relative_to(ROOT)}")
-    if options.command == "stage":
+    if options.command == "apt-packages":
+        print(" ".join(apt_packages()))
         return 0
-    briefcase = shutil.which("briefcase") or str(Path(sys.executable).with_name("briefcase"))
-    command = [briefcase, options.command, *options.args]
-    print("+", " ".join(command), f"(in {STAGE.relative_to(ROOT)})")
-    return subprocess.call(command, cwd=STAGE)
+    wheels = llama_wheels()
+    if len(wheels) > 1:
+        raise SystemExit(f"more than one llama-cpp-python wheel in {WHEELHOUSE}; keep one: {[w.name for w in wheels]}")
+    if not wheels and options.command in BUNDLE_COMMANDS:
+        raise SystemExit(
+            f"no llama-cpp-python wheel for this Python in {WHEELHOUSE}: run packaging/build_llama_wheels.py first "
+            "(installers must not compile llama.cpp for the build machine's CPU)"
+        )
+    for wheel in wheels:
+        print(f"llama.cpp: {wheel}")
+    pyproject = stage(wheels=wheels)
+    print(f"staged {pyproject.relative_to(ROOT)}")
+    if options.command in LOCAL_COMMANDS:
+        return 0
+    if importlib.util.find_spec("briefcase") is None:
+        raise SystemExit(f"Briefcase is not installed for {sys.executable}: pip install briefcase")
+    command = [sys.executable, "-m", "briefcase", options.command, *options.args]
+    print("+", " ".join(command), f"(in {STAGE.relative_to(ROOT)})", flush=True)
+    try:
+        return subprocess.call(command, cwd=STAGE)
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

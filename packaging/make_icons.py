@@ -19,11 +19,15 @@ SOURCE = ROOT / "resources" / "enclave.svg"
 OUT = ROOT / "resources" / "icons"
 PNG_SIZES = (16, 32, 64, 128, 256, 512, 1024)
 ICO_SIZES = (16, 32, 48, 64, 128, 256)
-# ICNS chunk types with PNG payloads: https://en.wikipedia.org/wiki/Apple_Icon_Image_format
-ICNS_TYPES = {16: b"icp4", 32: b"icp5", 64: b"icp6", 128: b"ic07", 256: b"ic08", 512: b"ic09", 1024: b"ic10"}
+# ICNS element types that hold PNG data, and their pixel size (the @2x types are what Retina screens use).
+ICNS_TYPES = {
+    b"icp4": 16, b"icp5": 32, b"icp6": 64, b"ic07": 128, b"ic08": 256, b"ic09": 512, b"ic10": 1024,
+    b"ic11": 32, b"ic12": 64, b"ic13": 256, b"ic14": 512,
+}  # fmt: skip
 
 
 def render_png(size: int) -> bytes:
+    """The SVG drawn at ``size`` pixels square, as PNG bytes (antialiased, transparent corners)."""
     from PySide6.QtCore import QBuffer, QByteArray, QIODevice, Qt
     from PySide6.QtGui import QImage, QPainter
     from PySide6.QtSvg import QSvgRenderer
@@ -45,6 +49,7 @@ def render_png(size: int) -> bytes:
 
 
 def ico(images: dict[int, bytes]) -> bytes:
+    """A Windows icon file: a directory of entries, each a PNG (allowed since Windows Vista)."""
     header = struct.pack("<HHH", 0, 1, len(images))
     offset = 6 + 16 * len(images)
     entries, payload = b"", b""
@@ -56,7 +61,10 @@ def ico(images: dict[int, bytes]) -> bytes:
 
 
 def icns(images: dict[int, bytes]) -> bytes:
-    chunks = b"".join(ICNS_TYPES[size] + struct.pack(">I", len(png) + 8) + png for size, png in sorted(images.items()))
+    """An Apple icon file: a header, then one (type, length, PNG) element per type."""
+    chunks = b"".join(
+        kind + struct.pack(">I", len(images[size]) + 8) + images[size] for kind, size in ICNS_TYPES.items()
+    )
     return b"icns" + struct.pack(">I", len(chunks) + 8) + chunks
 
 
@@ -70,7 +78,7 @@ def main() -> int:
     for size in PNG_SIZES:
         (OUT / f"enclave-{size}.png").write_bytes(pngs[size])
     (OUT / "enclave.ico").write_bytes(ico({s: pngs[s] for s in ICO_SIZES}))
-    (OUT / "enclave.icns").write_bytes(icns({s: pngs[s] for s in ICNS_TYPES}))
+    (OUT / "enclave.icns").write_bytes(icns(pngs))
     print(f"wrote {len(PNG_SIZES)} PNGs, enclave.ico and enclave.icns to {OUT.relative_to(ROOT)}")
     del app
     return 0

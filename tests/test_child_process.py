@@ -5,30 +5,65 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from enclave import child_process
-from enclave.child_process import child_command
+from enclave.child_process import child_command, running_from_bundle
+
+
+@pytest.fixture(autouse=True)
+def no_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(child_process.OVERRIDE_ENV, raising=False)
 
 
 def test_source_install_uses_python_dash_m() -> None:
     assert child_command("hardware") == [sys.executable, "-m", "enclave", "hardware"]
 
 
-def test_bundle_uses_its_own_executable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(child_process.sys, "executable", "/Applications/Enclave.app/Contents/MacOS/Enclave")
-    assert child_command("hardware", "--json") == [
-        "/Applications/Enclave.app/Contents/MacOS/Enclave",
-        "hardware",
-        "--json",
-    ]
-    monkeypatch.setattr(child_process.sys, "executable", r"C:\Program Files\Enclave\python.exe")
-    assert child_command("x")[:3] == [r"C:\Program Files\Enclave\python.exe", "-m", "enclave"]
+@pytest.mark.parametrize(
+    "executable",
+    [
+        "/usr/bin/python3",
+        "/work/.venv/bin/python",
+        "/usr/local/bin/python3.12",
+        "/opt/py/bin/python3.13t",
+        r"C:\Program Files\Python312\python.exe",
+        r"C:\Program Files\Python312\pythonw.exe",
+        "/usr/bin/pypy3",
+    ],
+)
+def test_python_interpreters_are_not_bundles(executable: str) -> None:
+    assert not running_from_bundle(executable)
 
 
-def test_the_child_really_runs(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "executable",
+    [
+        "/Applications/Enclave.app/Contents/MacOS/Enclave",  # Briefcase's macOS stub
+        r"C:\Users\me\AppData\Local\Programs\Enclave\Enclave.exe",  # Briefcase's Windows stub
+        "/usr/bin/enclave",  # Briefcase's Linux system package
+        "/tmp/.mount_EnclaXYZ/usr/bin/org.enclave-app.enclave",  # AppImage
+    ],
+)
+def test_app_launchers_are_bundles(executable: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert running_from_bundle(executable)
+    monkeypatch.setattr(child_process.sys, "executable", executable)
+    assert child_command("hardware", "--json") == [executable, "hardware", "--json"]
+
+
+def test_frozen_apps_are_bundles(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(child_process.sys, "frozen", True, raising=False)
+    assert running_from_bundle("/usr/bin/python3")
+    assert child_command("x") == [sys.executable, "x"]
+
+
+def test_the_environment_can_name_the_executable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(child_process.OVERRIDE_ENV, "/opt/enclave/enclave")
+    assert child_command("docs", "parse-server") == ["/opt/enclave/enclave", "docs", "parse-server"]
+
+
+def test_the_child_really_runs() -> None:
     result = subprocess.run(child_command("hardware", "--json"), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert isinstance(json.loads(result.stdout), dict)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 
@@ -56,6 +57,15 @@ def test_qt_starts_and_the_window_builds(tmp_path: Path) -> None:
     assert window.pages.currentWidget() is window.welcome
     window.close()
     store.close()
+
+
+def test_qt_keeps_the_native_platform_plugin() -> None:
+    """briefcase.toml's cleanup_paths prune Qt plugins; the one that draws windows on this OS must survive."""
+    from PySide6.QtCore import QLibraryInfo
+
+    plugins = Path(QLibraryInfo.path(QLibraryInfo.LibraryPath.PluginsPath)) / "platforms"
+    native = {"darwin": "cocoa", "win32": "windows"}.get(sys.platform, "xcb")
+    assert any(native in p.name for p in plugins.iterdir()), sorted(p.name for p in plugins.iterdir())
 
 
 def test_the_app_can_start_itself_as_a_child(tmp_path: Path) -> None:
