@@ -60,7 +60,7 @@ def run_gui(model_path: str | None = None) -> int:
     app.setApplicationName(APP_NAME)
     app.setApplicationDisplayName(APP_NAME)
     app.setApplicationVersion(__version__)
-    app.setDesktopFileName("org.enclave-app.Enclave")
+    app.setDesktopFileName("org.enclave-app.enclave")  # Briefcase's app id: bundle + app name
 
     paths = app_paths().ensure()
     loaded = SettingsStore(paths.settings_file).load()
