@@ -1,160 +1,239 @@
-"""``enclave docs add|search|list|remove``: the document index from the command line."""
+"""``enclave docs add|search|list|remove|folders|rescan``: the document index from the command line.
+
+``docs add`` reads files in a child process (``docs parse-server``, hidden), like the app, so a hostile file cannot
+hang or crash the command; Ctrl+C stops after the current step and the next ``docs add`` resumes the rest.
+Folders given to ``docs add`` are remembered: ``docs rescan`` picks up their new, changed and deleted files.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
+import threading
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from enclave.docs.index import DocumentIndex
-from enclave.docs.ingest import DEFAULT_COLLECTION, IngestProgress, ingest
-from enclave.paths import app_paths
+from enclave.docs.ingest import DEFAULT_COLLECTION, MISSING, FileStatus, IngestProgress
 
-EXIT_OK, EXIT_USAGE, EXIT_NOT_FOUND = 0, 2, 3
+if TYPE_CHECKING:
+    from enclave.docs.ingest import Ingester
+
+EXIT_OK, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_MODEL, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
 
 NO_EMBEDDER = (
-    "No embedding model is set. Run `enclave models use FILE.gguf --role embedding` (or download one, e.g. "
-    "`enclave models download all-minilm-l6-v2-f16`). Without one, documents are searched by keywords only."
+    "No embedding model is set, so documents are searched by keywords only. Choose one with "
+    "`enclave models use MODEL --role embedding`, or set ENCLAVE_EMBEDDING_MODEL to a GGUF embedding model."
 )
 
 
 def index_path() -> Path:
+    from enclave.paths import app_paths
+
     return app_paths().ensure().data / "documents.sqlite3"
-
-
-def embedding_model_path() -> Path | None:
-    """The active embedding model: ENCLAVE_EMBEDDING_MODEL, else the one chosen with `models use --role embedding`."""
-    override = os.environ.get("ENCLAVE_EMBEDDING_MODEL")
-    if override:
-        return Path(override)
-    from enclave.models.installed import ModelRegistry
-
-    registry_file = app_paths().data / "models.json"
-    if not registry_file.exists():
-        return None
-    model = ModelRegistry(registry_file).active("embedding")
-    return Path(model.path) if model is not None else None
 
 
 def register(subparsers: Any) -> None:
     docs = subparsers.add_parser("docs", help="index your documents and search them")
     docs.set_defaults(handler=lambda args: (docs.print_help(sys.stderr), EXIT_USAGE)[1])
     sub = docs.add_subparsers(dest="docs_command", metavar="SUBCOMMAND")
-    add = sub.add_parser("add", help="add files or folders (unchanged files are skipped)")
-    add.add_argument("paths", nargs="+", type=Path)
-    add.add_argument("--collection", default=DEFAULT_COLLECTION)
-    add.add_argument("--json", action="store_true")
+
+    add = sub.add_parser("add", help="add files or folders (unchanged files are skipped; interrupted runs resume)")
+    add.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    add.add_argument("--collection", default=DEFAULT_COLLECTION, metavar="NAME")
+    add.add_argument("--json", action="store_true", help="print a JSON list with one object per file")
     add.set_defaults(handler=lambda a: run_add(a, sys.stdout, sys.stderr))
+
     search = sub.add_parser("search", help="hybrid (keyword + meaning) search")
     search.add_argument("query")
-    search.add_argument("--collection", default=None)
-    search.add_argument("--k", type=int, default=5)
-    search.add_argument("--json", action="store_true")
+    search.add_argument("--collection", default=None, metavar="NAME")
+    search.add_argument("--k", type=int, default=5, metavar="N", help="results to show (default 5)")
+    search.add_argument("--json", action="store_true", help="print a JSON list (path, page, score, text, ...)")
     search.set_defaults(handler=lambda a: run_search(a, sys.stdout, sys.stderr))
+
     listing = sub.add_parser("list", help="indexed documents and their status")
-    listing.add_argument("--collection", default=None)
+    listing.add_argument("--collection", default=None, metavar="NAME")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(handler=lambda a: run_list(a, sys.stdout))
+
     remove = sub.add_parser("remove", help="remove a document (by path or id) from the index")
-    remove.add_argument("target")
-    remove.add_argument("--collection", default=None)
+    remove.add_argument("target", metavar="PATH|ID")
+    remove.add_argument("--collection", default=None, metavar="NAME")
     remove.add_argument("--json", action="store_true")
     remove.set_defaults(handler=lambda a: run_remove(a, sys.stdout, sys.stderr))
 
+    folders = sub.add_parser("folders", help="folders remembered by `docs add`, which `docs rescan` re-reads")
+    folders.add_argument("--json", action="store_true")
+    folders.set_defaults(handler=lambda a: run_folders(a, sys.stdout))
 
-def _embedder(err: TextIO) -> Any:
-    path = embedding_model_path()
+    rescan = sub.add_parser("rescan", help="re-read remembered folders: add new and changed files, drop deleted ones")
+    rescan.add_argument("--json", action="store_true", help="print a JSON list with one object per file")
+    rescan.set_defaults(handler=lambda a: run_rescan(a, sys.stdout, sys.stderr))
+
+    server = sub.add_parser("parse-server", help=argparse.SUPPRESS)  # the isolated file reader (isolation.py)
+    server.set_defaults(handler=lambda a: _serve())
+
+
+def _serve() -> int:
+    from enclave.docs.isolation import serve
+
+    return serve()
+
+
+def _open_embedder(err: TextIO) -> Any:
+    """The active embedding model, or None (keyword-only) with a note; raises SystemExit on a broken model."""
+    from enclave.docs.embedder import EmbedderError, active_embedding_model_path
+
+    path = active_embedding_model_path()
     if path is None:
         err.write(f"enclave: note: {NO_EMBEDDER}\n")
         return None
     from enclave.docs.embedder import Embedder
 
-    return Embedder(path)
+    try:
+        return Embedder(path)
+    except EmbedderError as exc:
+        err.write(f"enclave: {exc}\n")
+        raise SystemExit(EXIT_MODEL) from exc
 
 
 def run_add(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    missing = [str(p) for p in args.paths if not p.exists()]
-    if missing:
-        err.write(f"enclave: not found: {', '.join(missing)}\n")
-        return EXIT_NOT_FOUND
-    embedder = _embedder(err)
-    index = DocumentIndex(index_path())
+    return _run_ingest(args, out, err, lambda ingester: ingester.add(args.paths, args.collection), "docs add")
 
-    def progress(p: IngestProgress) -> None:
-        if p.current:
-            err.write(f"\r[{p.done + 1}/{p.total}] {Path(p.current).name[:60]:60}")
+
+def run_rescan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    def rescan(ingester: Ingester) -> list[FileStatus]:
+        if not ingester.index.folders():
+            err.write("enclave: note: no folders are watched; `enclave docs add FOLDER` adds one.\n")
+        return ingester.rescan()
+
+    return _run_ingest(args, out, err, rescan, "docs rescan")
+
+
+def _run_ingest(
+    args: argparse.Namespace,
+    out: TextIO,
+    err: TextIO,
+    start: Callable[[Ingester], list[FileStatus]],
+    command: str,
+) -> int:
+    """Queue work with ``start`` (reporting what it knows at once), then run the queue to the end, showing progress."""
+    from enclave.docs.index import DocumentIndex
+    from enclave.docs.ingest import Ingester
+    from enclave.docs.isolation import IsolatedParser
+
+    embedder = _open_embedder(err)
+    index = DocumentIndex(index_path())
+    ingester = Ingester(index, embedder, parser=IsolatedParser())
+    statuses: list[FileStatus] = []
+    stop = threading.Event()
+    interactive = err.isatty()
+
+    def on_file(status: FileStatus) -> None:
+        statuses.append(status)
+        if not args.json:
+            detail = f"{status.chunks} chunks" if status.status == "ok" else (status.error or "")
+            err.write("\r\033[K" if interactive else "")
+            out.write(f"{status.status:11} {status.path}  {detail}".rstrip() + "\n")
+            out.flush()
+
+    def on_progress(p: IngestProgress) -> None:
+        if interactive and p.current_path:
+            share = f" {p.current_chunks_done}/{p.current_chunks_total} chunks" if p.current_chunks_total else ""
+            err.write(f"\r\033[K[{p.files_done + 1}/{p.files_total}] {Path(p.current_path).name[:50]}{share}")
             err.flush()
 
+    interrupted = False
     try:
-        outcomes = ingest(index, embedder, args.paths, collection=args.collection, on_progress=progress)
+        ingester.enqueue_stale()
+        for status in start(ingester):
+            on_file(status)
+        ingester.run(stop, on_file, on_progress)
+    except KeyboardInterrupt:
+        interrupted = True
+        err.write(f"\nenclave: stopped; run `enclave {command}` again to resume.\n")
     finally:
+        ingester.close()
         index.close()
         if embedder is not None:
             embedder.close()
-    err.write("\n")
+    if interactive:
+        err.write("\r\033[K")
     if args.json:
-        json.dump([asdict(o) for o in outcomes], out, indent=2)
+        json.dump([asdict(s) for s in statuses], out, indent=2, ensure_ascii=False)
         out.write("\n")
-    else:
-        for o in outcomes:
-            detail = f"{o.chunks} chunks" if o.status in ("ok", "unchanged") else (o.error or "")
-            out.write(f"{o.status:11} {o.path}  {detail}\n")
-    return EXIT_OK
+    missing = [s for s in statuses if s.status == MISSING]
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_NOT_FOUND if missing and len(missing) == len(statuses) else EXIT_OK
 
 
 def run_search(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from enclave.docs.index import DocumentIndex
+    from enclave.docs.search import Searcher
+
     if args.k <= 0:
         err.write("enclave: --k must be positive\n")
         return EXIT_USAGE
-    embedder = _embedder(err)
+    embedder = _open_embedder(err)
     index = DocumentIndex(index_path())
     try:
         vector = embedder.embed_query(args.query) if embedder is not None else None
-        model = embedder.model_id if embedder is not None else None
-        results = index.search(args.query, vector, model, k=args.k, collection=args.collection)
+        response = Searcher(index).search(
+            args.query,
+            vector,
+            embedder.model_id if embedder is not None else None,
+            k=args.k,
+            collection=args.collection,
+            min_similarity=embedder.family.min_similarity if embedder is not None else None,
+        )
     finally:
         index.close()
         if embedder is not None:
             embedder.close()
     if args.json:
-        json.dump([asdict(r) for r in results], out, indent=2, ensure_ascii=False)
+        json.dump([asdict(r) for r in response.results], out, indent=2, ensure_ascii=False)
         out.write("\n")
         return EXIT_OK
-    if not results:
+    if response.nothing_relevant:
         out.write("Nothing relevant was found in your documents.\n")
-    for i, r in enumerate(results, 1):
+    for i, r in enumerate(response.results, 1):
         snippet = " ".join(r.text.split())[:240]
-        out.write(f"[{i}] {r.path}, page {r.page} (score {r.score:.3f})\n    {snippet}\n")
+        weak = "" if r.relevant else ", weak match"
+        out.write(f"[{i}] {r.path}, page {r.page} (score {r.score:.4f}{weak})\n    {snippet}\n")
     return EXIT_OK
 
 
 def run_list(args: argparse.Namespace, out: TextIO) -> int:
-    index = DocumentIndex(index_path())
-    try:
+    from enclave.docs.index import DocumentIndex
+
+    with DocumentIndex(index_path()) as index:
         rows = index.documents(args.collection)
-    finally:
-        index.close()
+        queued = index.queue_size()
     if args.json:
-        json.dump([asdict(r) for r in rows], out, indent=2)
+        json.dump([asdict(r) for r in rows], out, indent=2, ensure_ascii=False)
         out.write("\n")
         return EXIT_OK
     for r in rows:
-        out.write(f"{r.id:5} {r.status:11} {r.chunks:6} chunks  {r.collection}: {r.path}\n")
+        pages = f"{r.page_count} pages" if r.page_count is not None else ""
+        out.write(f"{r.id:5} {r.status:10} {r.chunks:6} chunks {pages:>11}  {r.collection}: {r.path}\n")
+        if r.error:
+            out.write(f"      {r.error}\n")
+    if queued:
+        out.write(f"{queued} file(s) waiting to be indexed: run `enclave docs add` to resume.\n")
     return EXIT_OK
 
 
 def run_remove(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    index = DocumentIndex(index_path())
-    try:
-        removed = index.remove(
-            args.collection, str(Path(args.target).resolve()) if not args.target.isdigit() else args.target
-        )
-    finally:
-        index.close()
+    from enclave.docs.index import DocumentIndex
+
+    with DocumentIndex(index_path()) as index:
+        if args.target.isdigit() and not Path(args.target).exists():
+            removed = index.remove([int(args.target)])
+        else:
+            removed = index.remove_path(str(Path(args.target).resolve()), args.collection)
     if not removed:
         err.write(f"enclave: {args.target} is not in the index\n")
         return EXIT_NOT_FOUND
@@ -163,4 +242,22 @@ def run_remove(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.write("\n")
     else:
         out.write(f"Removed {removed} document(s).\n")
+    return EXIT_OK
+
+
+def run_folders(args: argparse.Namespace, out: TextIO) -> int:
+    from enclave.docs.index import DocumentIndex
+
+    with DocumentIndex(index_path()) as index:
+        folders = index.folders()
+    rows = [{"collection": c, "path": p, "exists": Path(p).is_dir()} for c, p in folders]
+    if args.json:
+        json.dump(rows, out, indent=2, ensure_ascii=False)
+        out.write("\n")
+        return EXIT_OK
+    if not rows:
+        out.write("No folders are watched: `enclave docs add FOLDER` adds one.\n")
+    for row in rows:
+        gone = "" if row["exists"] else "  (not found)"
+        out.write(f"{row['collection']}: {row['path']}{gone}\n")
     return EXIT_OK

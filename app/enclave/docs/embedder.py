@@ -1,115 +1,223 @@
-"""Embeddings through llama.cpp with a GGUF embedding model, batched, with each model family's prefixes.
+"""Embeddings through llama.cpp with a GGUF embedding model: batched, normalised, with each model family's prefixes.
 
-llama.cpp aborts the whole process (not an exception) on some misuse, so the rules from its sharp edges are kept
-here in one place: n_ubatch == n_batch, and no text longer than the model's context ever reaches it (texts are
-truncated by tokens first).
+llama.cpp aborts the whole process (not an exception) on some misuse, so the rules from its sharp edges live here in
+one place: ``n_ubatch == n_batch``; no text longer than the model's input limit ever reaches it (texts are measured
+and cut by tokens first); thread counts are set explicitly. Flash attention is on: without it, attention spans the
+whole batch and larger batches get slower.
+
+The model family (prefixes, real input limit, what cosine counts as "relevant") is read from the GGUF's own
+``general.name``/``general.architecture`` and the file name, not from the model catalog, so an imported file works.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from enclave.engine.gguf_check import check_gguf_file
+MAX_INPUT_TOKENS = 512  # chunks are a few hundred tokens; more context would only cost memory
+# llama.cpp batch (n_batch == n_ubatch). Attention spans the whole batch, so bigger is not faster: on 2 cores MiniLM
+# ran at ~3,600 tokens/s with 256-512 and ~2,900 with 2,048 (docs/benchmarks.md, "Documents").
+DEFAULT_BATCH_TOKENS = 512
+EMBEDDING_ARCHITECTURES = frozenset({"bert", "nomic-bert", "jina-bert-v2", "jina-bert-v3", "modern-bert", "neo-bert"})
+
+
+class EmbedderError(Exception):
+    """The embedding model could not be loaded or used; the message is for the user."""
 
 
 @dataclass(frozen=True)
-class Prefixes:
-    query: str = ""
-    document: str = ""
+class ModelFamily:
+    name: str
+    query_prefix: str = ""
+    document_prefix: str = ""
+    max_tokens: int | None = None  # what the model was trained for, when the GGUF header claims more
+    # Cosine below which a passage counts as unrelated to the query ("nothing relevant found"). None: not calibrated,
+    # every result counts. MiniLM's is measured on the test question set (related pairs >= 0.3, unrelated < 0.2);
+    # the others follow their model cards' remarks on score ranges (bge-v1.5 and e5 put unrelated text high).
+    min_similarity: float | None = None
 
 
-# By model family, from the model cards: the prefixes the models were trained with.
-FAMILY_PREFIXES: dict[str, Prefixes] = {
-    "nomic": Prefixes("search_query: ", "search_document: "),
-    "bge-m3": Prefixes(),
-    "bge": Prefixes("Represent this sentence for searching relevant passages: ", ""),
-    "e5": Prefixes("query: ", "passage: "),
-}
+_RETRIEVAL_INSTRUCTION = "Represent this sentence for searching relevant passages: "
+# Checked in order: the first family whose pattern matches "name file-name architecture" wins.
+FAMILIES: tuple[tuple[str, ModelFamily], ...] = (
+    (r"nomic", ModelFamily("nomic", "search_query: ", "search_document: ", min_similarity=0.45)),
+    (r"bge-?m3", ModelFamily("bge-m3", max_tokens=8192, min_similarity=0.4)),
+    (r"\bbge\b|bge-", ModelFamily("bge", _RETRIEVAL_INSTRUCTION, "", max_tokens=512, min_similarity=0.55)),
+    (r"mxbai-embed", ModelFamily("mxbai", _RETRIEVAL_INSTRUCTION, "", max_tokens=512)),
+    (r"arctic-embed", ModelFamily("arctic-embed", _RETRIEVAL_INSTRUCTION, "", max_tokens=512)),
+    (r"(?<![a-z0-9])e5(?![a-z0-9])", ModelFamily("e5", "query: ", "passage: ", max_tokens=512, min_similarity=0.75)),
+    (r"minilm", ModelFamily("minilm", max_tokens=256, min_similarity=0.25)),
+)
+GENERIC = ModelFamily("generic")
 
 
-def prefixes_for(name: str) -> Prefixes:
-    lowered = name.lower()
-    for family, prefixes in FAMILY_PREFIXES.items():
-        if family in lowered:
-            return prefixes
-    return Prefixes()
+def detect_family(name: str, file_name: str = "", architecture: str = "") -> ModelFamily:
+    haystack = f"{name} {file_name} {architecture}".lower().replace("_", "-")
+    for pattern, family in FAMILIES:
+        if re.search(pattern, haystack):
+            return family
+    return GENERIC
+
+
+class TextEmbedder(Protocol):
+    """What ingestion and search need from an embedding model (tests use a small fake)."""
+
+    name: str
+    model_id: str
+    dimension: int
+    family: ModelFamily
+
+    def close(self) -> None: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def max_text_tokens(self) -> int: ...
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def embed_query(self, text: str) -> np.ndarray: ...
+
+
+def default_threads() -> int:
+    return max(1, os.cpu_count() or 1)
 
 
 class Embedder:
-    """One embedding model; not thread-safe: use it from one thread (the documents worker)."""
+    """One GGUF embedding model. Not thread-safe: use it from one thread (the documents worker, or the CLI)."""
 
-    def __init__(self, model_path: Path, *, n_threads: int | None = None, batch_tokens: int = 512) -> None:
-        from llama_cpp import Llama
-
+    def __init__(
+        self, model_path: Path, *, n_threads: int | None = None, batch_tokens: int = DEFAULT_BATCH_TOKENS
+    ) -> None:
+        from enclave.engine.gguf_check import check_gguf_file
         from enclave.engine.llama_backend import _route_llama_logs
-        from enclave.models.gguf import read_gguf_header
+        from enclave.engine.types import ModelLoadError
+        from enclave.models.gguf import GGUFError, read_gguf_header
 
-        check_gguf_file(model_path)
+        model_path = Path(model_path)
+        try:
+            check_gguf_file(model_path)
+            header = read_gguf_header(model_path)
+        except (ModelLoadError, GGUFError) as exc:
+            raise EmbedderError(str(exc)) from exc
+        architecture = header.architecture
+        if architecture not in EMBEDDING_ARCHITECTURES and header.arch_int("pooling_type") is None:
+            raise EmbedderError(
+                f"{model_path.name} is not an embedding model (architecture {architecture or 'unknown'}). Choose an "
+                "embedding model such as all-MiniLM-L6-v2, bge-small-en-v1.5 or nomic-embed-text."
+            )
         _route_llama_logs()
         self.path = model_path
-        threads = n_threads or max(1, os.cpu_count() or 1)
-        header = read_gguf_header(model_path)
-        self.n_ctx = min(header.context_length or 512, 8192)
-        self.batch_tokens = max(self.n_ctx, batch_tokens)
         self.name = header.name or model_path.stem
-        self.prefixes = prefixes_for(f"{self.name} {model_path.name}")
-        self._llm: Any = Llama(
-            model_path=str(model_path),
-            embedding=True,
-            n_ctx=self.n_ctx,
-            n_batch=self.batch_tokens,
-            n_ubatch=self.batch_tokens,  # must equal n_batch, or llama.cpp aborts the process
-            n_threads=threads,
-            n_threads_batch=threads,
-            flash_attn=True,
-            verbose=False,
-        )
+        self.family = detect_family(self.name, model_path.name, architecture)
+        limits = [MAX_INPUT_TOKENS, header.context_length or 512]
+        if self.family.max_tokens:
+            limits.append(self.family.max_tokens)
+        self.max_input_tokens = min(limits)  # [CLS] + text + [SEP], prefixes included
+        self.batch_tokens = max(batch_tokens, self.max_input_tokens)  # one whole input always fits a batch
+        threads = n_threads or default_threads()
+        self.n_threads = threads
+        from llama_cpp import Llama
+
+        try:
+            self._llm: Any = Llama(
+                model_path=str(model_path),
+                embedding=True,
+                n_ctx=self.batch_tokens,
+                n_batch=self.batch_tokens,
+                n_ubatch=self.batch_tokens,  # must equal n_batch, or llama.cpp aborts the process
+                n_threads=threads,
+                n_threads_batch=threads,
+                n_gpu_layers=0,
+                flash_attn=True,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise EmbedderError(f"llama.cpp could not load {model_path.name}: {exc}") from exc
         self.dimension = int(self._llm.n_embd())
-        self.model_id = f"{self.name}:{model_path.stat().st_size}"
+        self.model_id = f"{self.name}:{model_path.stat().st_size}:{self.dimension}"
+        self._specials = len(self._tokenize("", add_specials=True))  # [CLS] and [SEP] for BERT
+        self._query_prefix_tokens = self.count_tokens(self.family.query_prefix)
+        self._document_prefix_tokens = self.count_tokens(self.family.document_prefix)
 
     def close(self) -> None:
         self._llm.close()
 
+    def __enter__(self) -> Embedder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _tokenize(self, text: str, *, add_specials: bool = False) -> list[int]:
+        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=add_specials, special=False))
+
     def count_tokens(self, text: str) -> int:
-        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=False))
+        """Tokens of ``text`` alone: no [CLS]/[SEP], no prefix (chunk budgets are measured this way)."""
+        return len(self._tokenize(text)) if text else 0
 
     def max_text_tokens(self) -> int:
-        """Room for text in one input: the context minus the [CLS]/[SEP]-style special tokens and prefixes."""
-        return self.n_ctx - 2 - self.count_tokens(self.prefixes.document) + 1
+        """Room for a document's text in one input: the limit minus special tokens and the document prefix."""
+        return self.max_input_tokens - self._specials - self._document_prefix_tokens
 
-    def _fit(self, text: str) -> str:
-        tokens = self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
-        limit = self.n_ctx - 4
-        if len(tokens) <= limit:
-            return text
-        return str(self._llm.detokenize(tokens[:limit]).decode("utf-8", errors="ignore"))
+    def _fit(self, prefix: str, prefix_tokens: int, text: str) -> str:
+        """``prefix + text``, with ``text`` cut by tokens so the whole input stays within the model's limit."""
+        room = self.max_input_tokens - self._specials - prefix_tokens
+        tokens = self._tokenize(text)
+        if len(tokens) <= room:
+            return prefix + text
+        keep = room
+        while keep > 0:
+            cut = self._llm.detokenize(tokens[:keep]).decode("utf-8", errors="ignore")
+            if len(self._tokenize(cut)) <= room:
+                return prefix + cut
+            keep -= 8  # detokenising and tokenising again can come out a few tokens longer
+        return prefix
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
-        return self._embed([self._fit(self.prefixes.document + t) for t in texts])
+        prefix, size = self.family.document_prefix, self._document_prefix_tokens
+        return self._embed([self._fit(prefix, size, t) for t in texts])
 
     def embed_query(self, text: str) -> np.ndarray:
-        return self._embed([self._fit(self.prefixes.query + text)])[0]
+        return self._embed([self._fit(self.family.query_prefix, self._query_prefix_tokens, text)])[0]
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Normalised float32 vectors; inputs are grouped so each llama.cpp call stays within one batch."""
+        """Normalised float32 vectors, one row per text; llama-cpp-python packs them into batches of n_batch tokens."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        out: list[list[float]] = []
-        group: list[str] = []
-        used = 0
-        for text in texts:
-            size = self.count_tokens(text) + 1
-            if group and used + size > self.batch_tokens:
-                out.extend(self._llm.embed(group, normalize=True))
-                group, used = [], 0
-            group.append(text)
-            used += size
-        if group:
-            out.extend(self._llm.embed(group, normalize=True))
-        return np.asarray(out, dtype=np.float32)
+        try:
+            vectors = self._llm.embed(list(texts), normalize=True, truncate=False)
+        except (ValueError, RuntimeError) as exc:
+            raise EmbedderError(f"The embedding model failed: {exc}") from exc
+        return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dimension)
+
+
+def active_embedding_model_path() -> Path | None:
+    """The embedding model to use: ``$ENCLAVE_EMBEDDING_MODEL``, else the one chosen in the model manager."""
+    override = os.environ.get("ENCLAVE_EMBEDDING_MODEL")
+    if override:
+        return Path(override)
+    from enclave.models.installed import ModelRegistry
+    from enclave.paths import app_paths
+
+    registry_file = app_paths().data / "models.json"
+    if not registry_file.exists():
+        return None
+    model = ModelRegistry(registry_file).active("embedding")
+    return Path(model.path) if model is not None else None
+
+
+__all__ = [
+    "FAMILIES",
+    "Embedder",
+    "EmbedderError",
+    "ModelFamily",
+    "TextEmbedder",
+    "active_embedding_model_path",
+    "detect_family",
+]

@@ -1,51 +1,115 @@
-"""Add files and folders to the index, incrementally.
+"""Add files and folders to the index: incrementally, resumably, in small steps.
 
-Files are identified by content hash: an unchanged file (same size and modification time, or same sha256) is never
-parsed or embedded again, so re-scanning a large folder is cheap. Each file is stored in one transaction, so a
-killed process keeps every file finished before it, and the next run picks up the rest.
+- Incremental: a file whose size and mtime match what the index recorded is skipped without being opened; one whose
+  mtime changed but whose sha256 did not is only re-stamped. Unchanged files are never parsed or embedded again.
+- Resumable: adding files only puts them on the index's persisted queue. Each file is then parsed, chunked and its
+  chunks stored in one transaction, and embedded in batches, each batch committed; so a killed app loses at most one
+  batch, and the next start continues from the queue and from the first chunk without a vector.
+- Model changes: vectors are tagged with the embedding model's id; with a new model, ``enqueue_stale`` puts every
+  document lacking its vectors back on the queue and only the embedding is redone, from the stored chunks.
+- Watched folders: a folder added once is remembered; ``rescan()`` adds it again (new and changed files are
+  queued) and drops the documents of files deleted from it. A folder that is itself gone is left alone: it may be
+  on a drive that is not connected, and re-indexing it all when it comes back would be slow.
+- Small steps: ``Ingester.step()`` does one bounded piece of work (poll the parser, or embed one batch) and returns,
+  so the GUI worker can answer searches, pause and cancel between steps; ``run()`` loops it for the CLI and tests.
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
+import logging
+import os
+import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from enclave.docs.chunking import chunk_pages
-from enclave.docs.embedder import Embedder
-from enclave.docs.index import DocumentIndex
-from enclave.docs.parsers import DEFAULT_LIMITS, Limits, ParseStatus, kind_of, parse_file
+from enclave.docs.chunking import DEFAULT_BUDGET, DEFAULT_OVERLAP, chunk_pages
+from enclave.docs.embedder import EmbedderError, TextEmbedder
+from enclave.docs.index import CANCELLED, INDEXING, OK, DocumentIndex, DocumentInfo, QueueItem
+from enclave.docs.isolation import FileParser, InProcessParser
+from enclave.docs.limits import DEFAULT_LIMITS, Limits
+from enclave.docs.parsers import ParsedDocument, ParseStatus, kind_of
 
-DEFAULT_COLLECTION = "Documents"
+log = logging.getLogger(__name__)
+
+DEFAULT_COLLECTION = "My documents"
+EMBED_BATCH = 16  # chunks per step: ~0.5 s on two cores with MiniLM, so searches and pauses wait at most that
+PARSE_POLL_S = 0.05
+
+UNCHANGED = "unchanged"
+MISSING = "missing"
+SKIPPED = "skipped"  # ParseStatus.UNSUPPORTED files found inside a folder are reported with this status
+REMOVED = "removed"  # a re-scan found the file deleted from its watched folder and removed it from the index
+# Statuses that do not make a file "done": adding it again retries it (a timeout may have been a busy machine).
+RETRY = frozenset({INDEXING, CANCELLED, ParseStatus.TIMEOUT.value})
 
 
 @dataclass(frozen=True)
-class FileOutcome:
+class FileStatus:
+    """What happened to one file; the UI shows one row per file, the CLI one line."""
+
     path: str
-    status: str  # a ParseStatus value, or "unchanged"
-    chunks: int
-    error: str | None
+    collection: str
+    # "ok", "unchanged", "missing", "removed", "cancelled", or a ParseStatus value ("encrypted", "damaged", ...)
+    status: str
+    chunks: int = 0
+    pages: int | None = None
+    error: str | None = None  # a sentence for the user when the file could not be indexed
+    document_id: int | None = None
+
+    @property
+    def indexed(self) -> bool:
+        return self.status in (OK, UNCHANGED)
 
 
 @dataclass(frozen=True)
 class IngestProgress:
-    done: int
-    total: int
-    current: str
+    files_done: int  # files finished since the queue was last empty
+    files_total: int  # finished + still queued
+    current_path: str  # "" when idle
+    current_chunks_done: int  # chunks of the current file with a vector
+    current_chunks_total: int
+    phase: str  # "reading", "embedding", "idle"
+
+
+class _Phase(enum.Enum):
+    START = "start"
+    PARSE = "reading"
+    EMBED = "embedding"
+
+
+@dataclass
+class _Job:
+    item: QueueItem
+    phase: _Phase = _Phase.START
+    size: int = 0
+    mtime: float = 0.0
+    sha256: str = ""
+    document_id: int | None = None
+    chunks_total: int = 0
+    chunks_done: int = 0
+    pages: int | None = None
 
 
 def iter_files(paths: Iterable[Path]) -> Iterator[Path]:
-    """Files, and the files inside folders (recursively), skipping hidden ones; unknown types are kept so they can
-    be reported as skipped."""
+    """Files, and the files inside folders (recursively, in name order), skipping hidden files and folders."""
     for path in paths:
         if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                if child.is_file() and not any(part.startswith(".") for part in child.relative_to(path).parts):
-                    yield child
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    if not name.startswith("."):
+                        yield Path(root) / name
         else:
             yield path
+
+
+def is_under(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or inside it, compared by whole components ("/a/bc" is not under "/a/b")."""
+    return Path(path).is_relative_to(folder)
 
 
 def sha256_of(path: Path) -> str:
@@ -56,68 +120,392 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+class Ingester:
+    """Works through the index's queue. Not thread-safe: one thread drives it (the documents worker, or the CLI)."""
+
+    def __init__(
+        self,
+        index: DocumentIndex,
+        embedder: TextEmbedder | None,
+        *,
+        parser: FileParser | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+        batch_size: int = EMBED_BATCH,
+        chunk_tokens: int = DEFAULT_BUDGET,
+        overlap_tokens: int = DEFAULT_OVERLAP,
+    ) -> None:
+        self.index = index
+        self.embedder = embedder
+        self.parser: FileParser = parser or InProcessParser()
+        self.limits = limits
+        self.batch_size = batch_size
+        self.chunk_tokens = chunk_tokens
+        self.overlap_tokens = overlap_tokens
+        self._job: _Job | None = None
+        self._files_done = 0
+
+    @property
+    def model_id(self) -> str | None:
+        return self.embedder.model_id if self.embedder is not None else None
+
+    def set_embedder(self, embedder: TextEmbedder | None) -> int:
+        """Use another embedding model from now on; returns how many documents were queued for re-embedding."""
+        self.embedder = embedder
+        return self.enqueue_stale()
+
+    # --- adding -------------------------------------------------------------------------------------------------
+
+    def add(self, paths: Iterable[Path | str], collection: str = DEFAULT_COLLECTION) -> list[FileStatus]:
+        """Queue files and folders; returns the statuses known at once (unchanged, skipped, missing).
+
+        The rest are reported by ``step()`` as they finish. A file named explicitly with an unknown type is
+        "unsupported"; unknown files met inside a folder are "skipped" (photos in a folder of notes are no error).
+        Neither is stored in the index. Folders are remembered for ``rescan()``.
+        """
+        known = self.index.file_states(collection)
+        stale = {path for _, path in self.index.stale_documents(self.model_id)} if self.model_id else set()
+        immediate: list[FileStatus] = []
+        queue: list[str] = []
+        for given in paths:
+            given = Path(given)
+            if not given.exists():
+                immediate.append(FileStatus(str(given), collection, MISSING, error="The file or folder was not found."))
+                continue
+            in_folder = given.is_dir()
+            if in_folder:
+                self.index.add_folder(collection, str(given.resolve()))
+            for file in iter_files([given]):
+                path = str(file.resolve())
+                if kind_of(file) is None:
+                    status = SKIPPED if in_folder else ParseStatus.UNSUPPORTED.value
+                    error = f"{file.suffix or 'Files without an extension'} files are not supported."
+                    immediate.append(FileStatus(path, collection, status, error=error))
+                    continue
+                state = known.get(path)
+                if state is not None and state[3] not in RETRY and path not in stale:
+                    try:
+                        stat = file.stat()
+                    except OSError:
+                        stat = None
+                    if stat is not None and (stat.st_size, stat.st_mtime) == state[1:3]:
+                        immediate.append(FileStatus(path, collection, UNCHANGED, document_id=state[0]))
+                        continue
+                queue.append(path)
+        self.index.enqueue(collection, queue)
+        return immediate
+
+    def rescan(self, folders: Iterable[tuple[str, str]] | None = None) -> list[FileStatus]:
+        """Bring watched folders ((collection, path) pairs; None: all) up to date with the disk.
+
+        New and changed files are queued (``step()`` reports them), unchanged ones reported "unchanged", and
+        documents of files deleted from a folder removed and reported "removed". A folder that is gone keeps its
+        documents and is reported "missing": it may be on a drive that is not connected.
+        """
+        watched = self.index.folders() if folders is None else list(folders)
+        statuses: list[FileStatus] = []
+        for collection, folder in watched:
+            statuses.extend(self._rescan_folder(collection, str(Path(folder).resolve())))
+        return statuses
+
+    def _rescan_folder(self, collection: str, folder: str) -> list[FileStatus]:
+        if not Path(folder).is_dir():
+            error = (
+                "The folder was not found; its documents are kept in case it is on a drive that is not connected. "
+                "Remove them yourself if the folder was deleted."
+            )
+            return [FileStatus(folder, collection, MISSING, error=error)]
+        if not any(Path(folder).iterdir()) and any(is_under(p, folder) for p in self.index.file_states(collection)):
+            error = (
+                "The folder is empty now; its documents are kept in case it is the mount point of a drive that is "
+                "not connected. Remove them yourself if the files were deleted."
+            )
+            return [FileStatus(folder, collection, MISSING, error=error)]
+        return self._remove_vanished(collection, folder) + self.add([folder], collection)
+
+    def _remove_vanished(self, collection: str, folder: str) -> list[FileStatus]:
+        """Remove the documents of files under ``folder`` that no longer exist."""
+        gone = {
+            path: state[0]
+            for path, state in self.index.file_states(collection).items()
+            if is_under(path, folder) and not os.path.exists(path)
+        }
+        for document_id in gone.values():
+            self.forget(document_id)
+        self.index.remove(gone.values())
+        return [FileStatus(path, collection, REMOVED, document_id=doc_id) for path, doc_id in sorted(gone.items())]
+
+    def enqueue_stale(self) -> int:
+        """Queue documents that lack vectors from the current model (after a model change, or an interrupted run)."""
+        if self.model_id is None:
+            return 0
+        count = 0
+        by_collection: dict[str, list[str]] = {}
+        for collection, path in self.index.stale_documents(self.model_id):
+            by_collection.setdefault(collection, []).append(path)
+        for collection, paths in by_collection.items():
+            count += self.index.enqueue(collection, paths)
+        return count
+
+    # --- working --------------------------------------------------------------------------------------------------
+
+    @property
+    def idle(self) -> bool:
+        return self._job is None and self.index.queue_size() == 0
+
+    def progress(self) -> IngestProgress:
+        queued = self.index.queue_size()
+        job = self._job
+        if job is None:
+            return IngestProgress(self._files_done, self._files_done + queued, "", 0, 0, "idle")
+        return IngestProgress(
+            self._files_done,
+            self._files_done + queued,
+            job.item.path,
+            job.chunks_done,
+            job.chunks_total,
+            "embedding" if job.phase is _Phase.EMBED else "reading",
+        )
+
+    def step(self) -> FileStatus | None:
+        """Do one bounded piece of work. Returns a file's status when a file finished, else None.
+
+        ``idle`` tells when there is nothing left; errors in one file end as that file's status.
+        """
+        if self._job is None:
+            items = self.index.queued(1)
+            if not items:
+                self._files_done = 0
+                return None
+            self._job = _Job(items[0])
+        job = self._job
+        try:
+            if job.phase is _Phase.START:
+                return self._start(job)
+            if job.phase is _Phase.PARSE:
+                parsed = self.parser.poll(PARSE_POLL_S)
+                return None if parsed is None else self._store(job, parsed)
+            return self._embed(job)
+        except (EmbedderError, sqlite3.Error):
+            raise  # not this file's fault: the caller reports it and stops; the file stays queued
+        except OSError as exc:
+            return self._finish(job, MISSING, error=f"The file could not be read: {exc}")
+        except Exception as exc:  # a bug or a library failure on this file must not block the queue
+            log.exception("indexing %s failed", job.item.path)
+            return self._finish(job, ParseStatus.DAMAGED.value, error=f"The file could not be indexed: {exc}")
+
+    def run(
+        self,
+        stop: threading.Event | None = None,
+        on_file: Callable[[FileStatus], None] | None = None,
+        on_progress: Callable[[IngestProgress], None] | None = None,
+    ) -> list[FileStatus]:
+        """Work until the queue is empty or ``stop`` is set (what is done stays done; the rest stays queued)."""
+        finished: list[FileStatus] = []
+        while not (stop is not None and stop.is_set()):
+            status = self.step()
+            if status is not None:
+                finished.append(status)
+                if on_file is not None:
+                    on_file(status)
+            if on_progress is not None:
+                on_progress(self.progress())
+            if self.idle:
+                break
+        return finished
+
+    def cancel(self) -> int:
+        """Drop the queue and the file in progress; returns how many queued files were dropped.
+
+        A file stopped half-embedded keeps its chunks (keyword search finds them) and is marked "cancelled";
+        adding it again finishes it.
+        """
+        job, self._job = self._job, None
+        self.parser.cancel()
+        if job is not None and job.document_id is not None:
+            doc = self.index.document_by_id(job.document_id)
+            if doc is not None and doc.status == INDEXING:
+                self.index.set_status(job.document_id, CANCELLED, "Indexing was cancelled; add the file again.")
+        dropped = self.index.clear_queue()
+        self._files_done = 0
+        return dropped
+
+    def forget(self, document_id: int) -> None:
+        """Stop working on a document that is about to be removed (its queued work goes with it)."""
+        job = self._job
+        if job is not None and job.document_id == document_id:
+            self.parser.cancel()
+            self.index.dequeue(job.item.id)
+            self._job = None
+
+    def close(self) -> None:
+        self.parser.close()
+
+    # --- the phases -------------------------------------------------------------------------------------------
+
+    def _start(self, job: _Job) -> FileStatus | None:
+        path = Path(job.item.path)
+        existing = self.index.document(job.item.collection, job.item.path)
+        try:
+            stat = path.stat()
+        except OSError:
+            if existing is not None and existing.status in (OK, INDEXING, CANCELLED) and existing.chunks:
+                # The file is gone but its chunks are here (a model change): embedding needs only the stored text.
+                return self._resume_embedding(job, existing)
+            return self._finish(job, MISSING, error="The file was not found; it may have been moved or deleted.")
+        job.size, job.mtime = stat.st_size, stat.st_mtime
+        same_stamp = existing is not None and (existing.size, existing.mtime) == (job.size, job.mtime)
+        if existing is not None and not same_stamp:
+            job.sha256 = sha256_of(path)
+            if existing.sha256 == job.sha256:
+                self.index.touch(existing.id, job.mtime)  # saved again, not changed
+                same_stamp = True
+        if existing is not None and same_stamp:
+            if existing.status in (OK, INDEXING, CANCELLED) and existing.chunks:
+                return self._resume_embedding(job, existing)
+            if existing.status not in RETRY:
+                return self._finish(job, UNCHANGED, document_id=existing.id, pages=existing.page_count)
+        if not job.sha256:
+            job.sha256 = sha256_of(path)
+        self.parser.submit(path, self.limits)
+        job.phase = _Phase.PARSE
+        return None
+
+    def _resume_embedding(self, job: _Job, document: DocumentInfo) -> FileStatus | None:
+        job.document_id = document.id
+        job.pages = document.page_count
+        job.chunks_total = document.chunks
+        if self.embedder is None:
+            if document.status != OK:
+                self.index.set_status(document.id, OK)
+            return self._finish(job, UNCHANGED, document_id=document.id, chunks=document.chunks)
+        job.chunks_done = self.index.count_vectors(document.id, self.embedder.model_id)
+        if document.status == OK and job.chunks_done >= job.chunks_total:  # only re-stamped: nothing to do
+            return self._finish(job, UNCHANGED, document_id=document.id, chunks=document.chunks)
+        if document.status == CANCELLED:
+            self.index.set_status(document.id, INDEXING)
+        job.phase = _Phase.EMBED
+        return None
+
+    def _store(self, job: _Job, parsed: ParsedDocument) -> FileStatus | None:
+        item = job.item
+        if parsed.status is not ParseStatus.OK:
+            document_id = self.index.store_document(
+                item.collection,
+                item.path,
+                kind=parsed.kind,
+                sha256=job.sha256,
+                size=job.size,
+                mtime=job.mtime,
+                status=parsed.status.value,
+                error=parsed.error,
+                page_count=parsed.page_count,
+            )
+            return self._finish(job, parsed.status.value, error=parsed.error, document_id=document_id)
+        if self.embedder is not None:
+            budget = min(self.chunk_tokens, self.embedder.max_text_tokens())
+            count_tokens = self.embedder.count_tokens
+        else:  # keyword-only index: chunk by an estimate (about four characters per token)
+            budget = self.chunk_tokens
+
+            def count_tokens(text: str) -> int:
+                return len(text) // 4 + 1
+
+        chunks = chunk_pages(parsed.pages, count_tokens, budget=budget, overlap=min(self.overlap_tokens, budget // 4))
+        job.document_id = self.index.store_document(
+            item.collection,
+            item.path,
+            kind=parsed.kind,
+            sha256=job.sha256,
+            size=job.size,
+            mtime=job.mtime,
+            status=INDEXING if self.embedder is not None else OK,
+            page_count=parsed.page_count,
+            chars=parsed.chars,
+            chunks=chunks,
+        )
+        job.pages = parsed.page_count if parsed.page_count is not None else len(parsed.pages)
+        job.chunks_total = len(chunks)
+        if self.embedder is None:
+            return self._finish(job, OK, document_id=job.document_id, chunks=len(chunks))
+        job.phase = _Phase.EMBED
+        return None
+
+    def _embed(self, job: _Job) -> FileStatus | None:
+        assert job.document_id is not None
+        embedder = self.embedder
+        if embedder is None:  # the model was unset mid-file: keep the chunks for keyword search
+            self.index.finish_document(job.document_id, None)
+            return self._finish(job, OK, document_id=job.document_id, chunks=job.chunks_total)
+        batch = self.index.chunks_without_vectors(job.document_id, embedder.model_id, self.batch_size)
+        if not batch:
+            self.index.finish_document(job.document_id, embedder.model_id)
+            return self._finish(job, OK, document_id=job.document_id, chunks=job.chunks_total)
+        vectors = embedder.embed_documents([text for _, text in batch])
+        self.index.add_vectors(embedder.model_id, [cid for cid, _ in batch], vectors)
+        job.chunks_done += len(batch)
+        return None
+
+    def _finish(
+        self,
+        job: _Job,
+        status: str,
+        *,
+        error: str | None = None,
+        document_id: int | None = None,
+        chunks: int = 0,
+        pages: int | None = None,
+    ) -> FileStatus:
+        self.index.dequeue(job.item.id)
+        self._job = None
+        self._files_done += 1
+        return FileStatus(
+            job.item.path,
+            job.item.collection,
+            status,
+            chunks=chunks,
+            pages=pages if pages is not None else job.pages,
+            error=error,
+            document_id=document_id,
+        )
+
+
 def ingest(
     index: DocumentIndex,
-    embedder: Embedder | None,
-    paths: Iterable[Path],
+    embedder: TextEmbedder | None,
+    paths: Iterable[Path | str],
     *,
     collection: str = DEFAULT_COLLECTION,
+    parser: FileParser | None = None,
     limits: Limits = DEFAULT_LIMITS,
-    on_progress: Callable[[IngestProgress], None] | None = None,
     stop: threading.Event | None = None,
-) -> list[FileOutcome]:
-    files = list(iter_files(paths))
-    outcomes: list[FileOutcome] = []
-    model_id = embedder.model_id if embedder is not None else None
-    for done, path in enumerate(files):
-        if stop is not None and stop.is_set():
-            break  # paused: everything stored so far stays; the next run continues from here
-        if on_progress is not None:
-            on_progress(IngestProgress(done, len(files), str(path)))
-        outcomes.append(_one(index, embedder, model_id, path.resolve(), collection, limits))
-    if on_progress is not None:
-        on_progress(IngestProgress(len(outcomes), len(files), ""))
-    return outcomes
-
-
-def _one(
-    index: DocumentIndex,
-    embedder: Embedder | None,
-    model_id: str | None,
-    path: Path,
-    collection: str,
-    limits: Limits,
-) -> FileOutcome:
+    on_file: Callable[[FileStatus], None] | None = None,
+    on_progress: Callable[[IngestProgress], None] | None = None,
+) -> list[FileStatus]:
+    """Add ``paths`` and work through the whole queue (including files left from an interrupted run)."""
+    ingester = Ingester(index, embedder, parser=parser, limits=limits)
     try:
-        stat = path.stat()
-    except OSError as exc:
-        return FileOutcome(str(path), ParseStatus.DAMAGED.value, 0, f"The file could not be read: {exc}")
-    existing = index.document(collection, str(path))
-    if existing is not None and existing.size == stat.st_size and existing.mtime == stat.st_mtime:
-        return FileOutcome(str(path), "unchanged", existing.chunks, None)
-    digest = sha256_of(path) if kind_of(path) is not None else ""
-    if existing is not None and existing.sha256 == digest and digest:
-        index.touch(existing.id, stat.st_mtime)  # touched but not changed
-        return FileOutcome(str(path), "unchanged", existing.chunks, None)
-    parsed = parse_file(path, limits)
-    chunks = []
-    vectors = None
-    if parsed.status is ParseStatus.OK and embedder is not None:
-        budget = min(200, embedder.max_text_tokens())
-        chunks = chunk_pages(parsed.pages, embedder.count_tokens, budget=budget, overlap=max(16, budget // 5))
-        vectors = embedder.embed_documents([c.text for c in chunks])
-    index.store(
-        collection,
-        path=str(path),
-        sha256=digest,
-        size=stat.st_size,
-        mtime=stat.st_mtime,
-        kind=parsed.kind,
-        status=parsed.status.value,
-        error=parsed.error,
-        page_count=parsed.page_count,
-        chunks=chunks,
-        vectors=vectors,
-        embedding_model=model_id,
-    )
-    return FileOutcome(str(path), parsed.status.value, len(chunks), parsed.error)
+        ingester.enqueue_stale()
+        immediate = ingester.add(paths, collection)
+        for status in immediate:
+            if on_file is not None:
+                on_file(status)
+        return immediate + ingester.run(stop, on_file, on_progress)
+    finally:
+        if parser is None:
+            ingester.close()
+
+
+__all__ = [
+    "DEFAULT_COLLECTION",
+    "MISSING",
+    "REMOVED",
+    "SKIPPED",
+    "UNCHANGED",
+    "FileStatus",
+    "IngestProgress",
+    "Ingester",
+    "ingest",
+    "is_under",
+    "iter_files",
+    "sha256_of",
+]

@@ -11,13 +11,17 @@ import csv
 import enum
 import io
 import posixpath
+import re
 import time
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 from xml.etree import ElementTree
+
+from enclave.docs.limits import DEFAULT_LIMITS, Limits
 
 
 class ParseStatus(enum.StrEnum):
@@ -28,19 +32,6 @@ class ParseStatus(enum.StrEnum):
     TOO_LARGE = "too_large"
     DAMAGED = "damaged"
     TIMEOUT = "timeout"
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_file_bytes: int = 512 << 20
-    max_pages: int = 10_000
-    max_chars: int = 50_000_000
-    max_unzipped_bytes: int = 512 << 20  # DOCX and EPUB are zip files: a zip bomb is refused before reading
-    max_zip_ratio: float = 200.0
-    max_seconds: float = 300.0
-
-
-DEFAULT_LIMITS = Limits()
 
 
 @dataclass(frozen=True)
@@ -152,22 +143,28 @@ def parse_file(path: Path, limits: Limits = DEFAULT_LIMITS) -> ParsedDocument:
             str(path),
             "unknown",
             ParseStatus.UNSUPPORTED,
-            error=f"{path.suffix or 'files without extension'} files "
-            "are not supported (PDF, DOCX, Markdown, text, HTML, EPUB, CSV and source code are).",
+            error=f"{path.suffix or 'Files without an extension'} files are not supported (PDF, DOCX, Markdown, "
+            "text, reStructuredText, HTML, EPUB, CSV and source code are).",
         )
     deadline = time.monotonic() + limits.max_seconds
     try:
         size = path.stat().st_size
-        if size > limits.max_file_bytes:
+        cap = limits.max_text_file_bytes if kind in TEXT_KINDS else limits.max_file_bytes
+        if size > cap:
             raise _Refused(
-                ParseStatus.TOO_LARGE,
-                f"The file is {size / 1e6:.0f} MB; the limit is {limits.max_file_bytes / 1e6:.0f} MB.",
+                ParseStatus.TOO_LARGE, f"The file is {size / 1e6:,.0f} MB; the limit is {cap / 1e6:,.0f} MB."
             )
-        pages = list(_PARSERS[kind](path, limits, deadline))
+        pages = [Page(p.number, clean_text(p.text)) for p in _PARSERS[kind](path, limits, deadline)]
         # The PDF and EPUB parsers return every page, blank ones too, so the last number is the count.
-        page_count = max((p.number for p in pages), default=0) if kind in ("pdf", "epub") else None
+        page_count = max((p.number for p in pages), default=0) if kind in PAGED_KINDS else None
     except _Refused as exc:
         return ParsedDocument(str(path), kind, exc.status, error=str(exc))
+    except MemoryError:
+        return ParsedDocument(
+            str(path), kind, ParseStatus.TOO_LARGE, error="Reading this file needs more memory than allowed."
+        )
+    except RecursionError:
+        return ParsedDocument(str(path), kind, ParseStatus.DAMAGED, error="The file is nested too deeply to read.")
     except OSError as exc:
         return ParsedDocument(str(path), kind, ParseStatus.DAMAGED, error=f"The file could not be read: {exc}")
     except Exception as exc:  # a parser library choking on a malformed file
@@ -191,6 +188,16 @@ def parse_many(paths: Iterable[Path], limits: Limits = DEFAULT_LIMITS) -> list[P
 
 # --- helpers ----------------------------------------------------------------------------------------------------------
 
+# C0 controls other than tab and newline, DEL, lone surrogates (SQLite and UTF-8 reject them) and the non-characters
+# PDF text extraction sometimes yields.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+
+
+def clean_text(text: str) -> str:
+    """Unix newlines, form feeds as line breaks, no control characters (they would only confuse tokenizers)."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x0c", "\n")
+    return _CONTROL.sub("", text)
+
 
 def _check(deadline: float, pages: int, chars: int, limits: Limits) -> None:
     if time.monotonic() > deadline:
@@ -202,15 +209,28 @@ def _check(deadline: float, pages: int, chars: int, limits: Limits) -> None:
 
 
 def decode_text(data: bytes) -> str:
-    """UTF-8 (with or without BOM), else UTF-16 with BOM, else Windows-1252; binary data is refused."""
+    """Decode a text file whose encoding nobody declared.
+
+    UTF-8 (with or without BOM), UTF-16 with a BOM; a file that is UTF-8 but for a few bad bytes stays UTF-8 (the bad
+    bytes become U+FFFD) rather than turning every accented letter into mojibake; anything else is read as
+    Windows-1252, the usual legacy encoding. Binary data (NUL bytes, mostly control characters) is refused.
+    """
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return data.decode("utf-16")
-    if b"\x00" in data[:8192]:
+        return data.decode("utf-16", errors="replace")
+    sample = data[:8192]
+    controls = sum(1 for b in sample if b < 32 and b not in (9, 10, 12, 13))
+    if b"\x00" in sample or controls > len(sample) // 10:
         raise _Refused(ParseStatus.DAMAGED, "This looks like a binary file, not text.")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        return data.decode("cp1252", errors="replace")
+        pass
+    lenient = data.decode("utf-8-sig", errors="replace")
+    bad = lenient.count("\ufffd")
+    valid_non_ascii = sum(1 for ch in lenient if ord(ch) > 127) - bad
+    if valid_non_ascii > bad:
+        return lenient
+    return data.decode("cp1252", errors="replace")
 
 
 def _read_text(path: Path, limits: Limits) -> str:
@@ -222,8 +242,32 @@ def _read_text(path: Path, limits: Limits) -> str:
 class _HTMLText(HTMLParser):
     """Visible text of an HTML/XHTML document: scripts and styles dropped, block elements on their own lines."""
 
-    SKIP = frozenset({"script", "style", "noscript", "template", "head"})
-    BLOCKS = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "pre"})
+    SKIP = frozenset({"script", "style", "noscript", "template", "head", "svg"})
+    BLOCKS = frozenset(
+        {
+            "p",
+            "div",
+            "br",
+            "li",
+            "tr",
+            "h1",
+            "h2",
+            "h3",
+            "h4",
+            "h5",
+            "h6",
+            "section",
+            "article",
+            "pre",
+            "table",
+            "blockquote",
+            "dt",
+            "dd",
+            "hr",
+            "td",
+            "th",
+        }
+    )
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -234,6 +278,10 @@ class _HTMLText(HTMLParser):
         if tag in self.SKIP:
             self._skipping += 1
         elif tag in self.BLOCKS:
+            self.parts.append("\n")
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self.BLOCKS:  # <br/>: a self-closing tag opens nothing to skip
             self.parts.append("\n")
 
     def handle_endtag(self, tag: str) -> None:
@@ -259,17 +307,26 @@ def html_to_text(markup: str) -> str:
 
 
 def _open_zip(path: Path, limits: Limits) -> zipfile.ZipFile:
+    """Open a zip-based document after checking what it claims to hold.
+
+    The declared sizes bound what can come out: ``zipfile`` stops a member at its declared ``file_size`` and checks
+    its CRC, so an archive that lies about sizes fails instead of inflating past the limit.
+    """
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile as exc:
         raise _Refused(ParseStatus.DAMAGED, "The file is damaged (it is not a valid zip container).") from exc
-    unpacked = sum(info.file_size for info in archive.infolist())
-    packed = max(1, sum(info.compress_size for info in archive.infolist()))
+    members = archive.infolist()
+    unpacked = sum(info.file_size for info in members)
+    packed = max(1, sum(info.compress_size for info in members))
+    if len(members) > limits.max_zip_members:
+        archive.close()
+        raise _Refused(ParseStatus.TOO_LARGE, f"The file holds {len(members):,} parts: refused as a possible zip bomb.")
     if unpacked > limits.max_unzipped_bytes or unpacked / packed > limits.max_zip_ratio:
         archive.close()
         raise _Refused(
             ParseStatus.TOO_LARGE,
-            f"The file would unpack to {unpacked / 1e6:.0f} MB ({unpacked / packed:.0f}× its size): refused as a "
+            f"The file would unpack to {unpacked / 1e6:,.0f} MB ({unpacked / packed:,.0f}× its size): refused as a "
             "possible zip bomb.",
         )
     return archive
@@ -288,7 +345,9 @@ def _pdf(path: Path, limits: Limits, deadline: float) -> Iterable[Page]:
             raise _Refused(
                 ParseStatus.ENCRYPTED, "The PDF is password-protected. Save an unprotected copy to add it."
             ) from exc
-        raise _Refused(ParseStatus.DAMAGED, f"The PDF could not be opened ({exc}).") from exc
+        raise _Refused(
+            ParseStatus.DAMAGED, f"The PDF is damaged or incomplete and could not be opened ({exc})."
+        ) from exc
     try:
         count = len(document)
         _check(deadline, count, 0, limits)
@@ -296,16 +355,37 @@ def _pdf(path: Path, limits: Limits, deadline: float) -> Iterable[Page]:
         pages = []
         for index in range(count):
             page = document[index]
-            textpage = page.get_textpage()
-            text = textpage.get_text_bounded()
-            textpage.close()
-            page.close()
+            try:
+                textpage = page.get_textpage()
+                text = textpage.get_text_bounded()
+                textpage.close()
+            finally:
+                page.close()
             chars += len(text)
             _check(deadline, index + 1, chars, limits)
-            pages.append(Page(index + 1, text.replace("\r\n", "\n").replace("\r", "\n")))
+            pages.append(Page(index + 1, text))
         return pages
     finally:
         document.close()
+
+
+def _docx_blocks(document: Any) -> Iterator[str]:
+    """Paragraphs and tables in document order (a table's rows as ``a | b | c``; merged cells once)."""
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
+
+    for element in document.element.body.iterchildren():
+        tag = element.tag.rsplit("}", 1)[-1]
+        if tag == "p":
+            yield Paragraph(element, document).text
+        elif tag == "tbl":
+            for row in Table(element, document).rows:
+                cells: list[str] = []
+                for cell in row.cells:
+                    text = " ".join(cell.text.split())
+                    if not cells or cells[-1] != text:  # a merged cell is returned once per grid column
+                        cells.append(text)
+                yield " | ".join(cells)
 
 
 def _docx(path: Path, limits: Limits, deadline: float) -> Iterable[Page]:
@@ -313,14 +393,15 @@ def _docx(path: Path, limits: Limits, deadline: float) -> Iterable[Page]:
 
     _open_zip(path, limits).close()
     document = Document(str(path))
-    parts = [p.text for p in document.paragraphs]
-    for table in document.tables:
-        for row in table.rows:
-            parts.append(" | ".join(cell.text.strip() for cell in row.cells))
-        _check(deadline, 1, sum(map(len, parts)), limits)
-    text = "\n".join(parts)
-    _check(deadline, 1, len(text), limits)
-    return [Page(1, text)]
+    parts: list[str] = []
+    chars = 0
+    for block in _docx_blocks(document):
+        parts.append(block)
+        chars += len(block) + 1
+        if len(parts) % 256 == 0:
+            _check(deadline, 1, chars, limits)
+    _check(deadline, 1, chars, limits)
+    return [Page(1, "\n".join(parts))]
 
 
 def _plain(path: Path, limits: Limits, deadline: float) -> Iterable[Page]:
@@ -343,6 +424,7 @@ def _csv(path: Path, limits: Limits, deadline: float) -> Iterable[Page]:
 
 
 def _epub(path: Path, limits: Limits, deadline: float) -> Iterable[Page]:
+    """Chapters (spine items) in reading order; each chapter is a "page" numbered from 1."""
     with _open_zip(path, limits) as archive:
         try:
             container = ElementTree.fromstring(archive.read("META-INF/container.xml"))
@@ -353,6 +435,7 @@ def _epub(path: Path, limits: Limits, deadline: float) -> Iterable[Page]:
         base = posixpath.dirname(rootfile)
         manifest = {e.get("id"): e.get("href", "") for e in opf.iter() if e.tag.endswith("}item") or e.tag == "item"}
         spine = [e.get("idref") for e in opf.iter() if e.tag.endswith("itemref") or e.tag == "itemref"]
+        _check(deadline, len(spine), 0, limits)
         pages = []
         chars = 0
         for number, idref in enumerate(spine, start=1):
@@ -362,8 +445,8 @@ def _epub(path: Path, limits: Limits, deadline: float) -> Iterable[Page]:
             name = posixpath.normpath(posixpath.join(base, href.split("#")[0]))
             try:
                 text = html_to_text(decode_text(archive.read(name)))
-            except KeyError:
-                continue
+            except (KeyError, _Refused):
+                continue  # a missing or binary spine item: skip that chapter, keep the book
             chars += len(text)
             _check(deadline, number, chars, limits)
             pages.append(Page(number, text))
@@ -381,5 +464,20 @@ _PARSERS = {
     "csv": _csv,
     "epub": _epub,
 }
+TEXT_KINDS = frozenset({"markdown", "text", "rst", "code", "html", "csv"})
+PAGED_KINDS = frozenset({"pdf", "epub"})
 
-__all__ = ["Limits", "Page", "ParseStatus", "ParsedDocument", "decode_text", "html_to_text", "kind_of", "parse_file"]
+__all__ = [
+    "DEFAULT_LIMITS",
+    "KINDS",
+    "Limits",
+    "Page",
+    "ParseStatus",
+    "ParsedDocument",
+    "clean_text",
+    "decode_text",
+    "html_to_text",
+    "kind_of",
+    "parse_file",
+    "parse_many",
+]
