@@ -111,9 +111,9 @@ def test_long_replies_render_only_what_changed(qtbot: Any, monkeypatch: Any) -> 
     real = markdown_view.renderer()
     original = real.render
 
-    def counting(text: str, first_code_index: int = 0) -> Any:
+    def counting(text: str, first_code_index: int = 0, citations: frozenset[int] = frozenset()) -> Any:
         rendered.append(len(text))
-        return original(text, first_code_index)
+        return original(text, first_code_index, citations)
 
     monkeypatch.setattr(real, "render", counting)
     paragraph = "Some words that make up a sentence of a typical answer, with `code` and **bold**. " * 4

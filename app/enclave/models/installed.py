@@ -140,6 +140,11 @@ class ModelRegistry:
         self._save()
         return model
 
+    def clear_active(self, role: Role) -> None:
+        """No model for ``role`` (for embeddings: document search falls back to keywords only)."""
+        if self._active.pop(role, None) is not None:
+            self._save()
+
     def remove(self, model_id: str, models_dir: Path) -> InstalledModel:
         """Forget a model; delete its files only when Enclave downloaded them (inside ``models_dir``)."""
         model = self.get(model_id)

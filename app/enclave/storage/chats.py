@@ -27,6 +27,7 @@ __all__ = [
     "ChatStore",
     "Conversation",
     "Message",
+    "MessageSource",
     "MessageStats",
     "MessageStatus",
     "NotFoundError",
@@ -51,6 +52,18 @@ class Conversation:
     system_prompt: str
     created_at: float
     updated_at: float
+    collections: tuple[str, ...] = ()  # document collections this chat answers from (none: a plain chat)
+
+
+@dataclass(frozen=True)
+class MessageSource:
+    """A passage an answer was given to cite as [number]: enough to list it and open the file at that page."""
+
+    number: int
+    path: str
+    label: str  # "report.pdf, page 3"
+    page: int
+    snippet: str
 
 
 @dataclass(frozen=True)
@@ -77,13 +90,16 @@ class Message:
     thinking_seconds: float | None
     stats: MessageStats | None
     error: str | None
+    # None: no document search for this answer; (): searched, nothing relevant was found
+    sources: tuple[MessageSource, ...] | None = None
 
 
 _STATS_FIELDS = frozenset(f.name for f in fields(MessageStats))
 
-_CONVERSATION_COLUMNS = "id, title, system_prompt, created_at, updated_at"
+_CONVERSATION_COLUMNS = "id, title, system_prompt, created_at, updated_at, collections"
 _MESSAGE_COLUMNS = (
-    "id, conversation_id, position, role, content, reasoning, status, model, created_at, thinking_seconds, stats, error"
+    "id, conversation_id, position, role, content, reasoning, status, model, created_at, thinking_seconds, stats, "
+    "error, sources"
 )
 
 
@@ -109,8 +125,52 @@ def _stats_from_json(raw: str | None) -> MessageStats | None:
     return MessageStats(**values)
 
 
+def _names_from_json(raw: str | None) -> tuple[str, ...]:
+    try:
+        data = json.loads(raw or "[]")
+    except ValueError:
+        return ()
+    return tuple(x for x in data if isinstance(x, str)) if isinstance(data, list) else ()
+
+
+def _sources_to_json(sources: Sequence[MessageSource]) -> str:
+    return json.dumps([asdict(s) for s in sources], separators=(",", ":"), ensure_ascii=False)
+
+
+def _sources_from_json(raw: str | None) -> tuple[MessageSource, ...] | None:
+    """Lenient like the stats: a damaged list of sources hides the sources, never the answer."""
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return ()
+    sources: list[MessageSource] = []
+    for item in data if isinstance(data, list) else []:
+        try:
+            sources.append(
+                MessageSource(
+                    number=int(item["number"]),
+                    path=str(item["path"]),
+                    label=str(item["label"]),
+                    page=int(item["page"]),
+                    snippet=str(item["snippet"]),
+                )
+            )
+        except (KeyError, TypeError, ValueError):
+            continue
+    return tuple(sources)
+
+
 def _conversation_from_row(row: Sequence[Any]) -> Conversation:
-    return Conversation(id=row[0], title=row[1], system_prompt=row[2], created_at=row[3], updated_at=row[4])
+    return Conversation(
+        id=row[0],
+        title=row[1],
+        system_prompt=row[2],
+        created_at=row[3],
+        updated_at=row[4],
+        collections=_names_from_json(row[5]),
+    )
 
 
 def _message_from_row(row: Sequence[Any]) -> Message:
@@ -127,6 +187,7 @@ def _message_from_row(row: Sequence[Any]) -> Message:
         thinking_seconds=row[9],
         stats=_stats_from_json(row[10]),
         error=row[11],
+        sources=_sources_from_json(row[12]),
     )
 
 
@@ -286,6 +347,16 @@ class ChatStore:
             conn.execute("UPDATE conversations SET system_prompt = ? WHERE id = ?", (prompt, conversation_id))
             return self._fetch_conversation(conn, conversation_id)
 
+    def set_collections(self, conversation_id: int, collections: Sequence[str]) -> Conversation:
+        """The document collections this chat answers from (in the order given; duplicates dropped)."""
+        names = list(dict.fromkeys(str(c) for c in collections))
+        with self._guard() as conn:
+            conn.execute(
+                "UPDATE conversations SET collections = ? WHERE id = ?",
+                (json.dumps(names, ensure_ascii=False), conversation_id),
+            )
+            return self._fetch_conversation(conn, conversation_id)
+
     def delete_conversation(self, conversation_id: int) -> None:
         """Delete the conversation and its messages. Deleting one that is already gone is not an error."""
         with self._guard() as conn:
@@ -357,6 +428,7 @@ class ChatStore:
         stats: MessageStats | None = None,
         error: str | None = None,
         model: str | None = None,
+        sources: Sequence[MessageSource] | None = None,
     ) -> Message:
         """Change the given fields (``None`` leaves a field as it is) in one statement; cheap enough for streaming."""
         assignments: list[str] = []
@@ -370,6 +442,7 @@ class ChatStore:
             ("stats", None if stats is None else _stats_to_json(stats)),
             ("error", error),
             ("model", model),
+            ("sources", None if sources is None else _sources_to_json(sources)),
         ):
             if value is not None:
                 assignments.append(f"{column} = ?")

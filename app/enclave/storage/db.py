@@ -83,7 +83,13 @@ def _migration_1_initial_schema(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX messages_streaming ON messages (status) WHERE status = 'streaming'")
 
 
-MIGRATIONS: list[Migration] = [_migration_1_initial_schema]
+def _migration_2_documents(conn: sqlite3.Connection) -> None:
+    """Chats that answer from documents: which collections a chat searches, and the sources each answer was given."""
+    conn.execute("ALTER TABLE conversations ADD COLUMN collections TEXT NOT NULL DEFAULT '[]'")
+    conn.execute("ALTER TABLE messages ADD COLUMN sources TEXT")
+
+
+MIGRATIONS: list[Migration] = [_migration_1_initial_schema, _migration_2_documents]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -21,6 +21,7 @@ from enclave.settings.settings import SettingsStore
 from enclave.storage.chats import ChatStore
 from enclave.storage.db import CorruptDatabaseError, StorageError, quarantine_corrupt_database
 from enclave.ui.main_window import MainWindow
+from enclave.workers.docs_worker import DocsController
 from enclave.workers.engine_worker import EngineController
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,8 @@ def run_gui(model_path: str | None = None) -> int:
         QMessageBox.critical(None, APP_NAME, f"{store_problem}\n\nEnclave cannot start without its chat history.")
         return 1
     controller = EngineController(real_backend)
-    window = MainWindow(store, controller, SettingsStore(paths.settings_file), loaded.settings)
+    documents = DocsController(index_path=paths.data / "documents.sqlite3")
+    window = MainWindow(store, controller, SettingsStore(paths.settings_file), loaded.settings, documents)
     window.show()
     controller.start()
 
@@ -82,6 +84,7 @@ def run_gui(model_path: str | None = None) -> int:
         for problem in (loaded.warning, store_problem):
             if problem:
                 QMessageBox.warning(window, APP_NAME, problem)
+        documents.start()  # opens the index on its thread and resumes indexing left unfinished last time
         path = model_path or loaded.settings.model_path
         if path:
             window.load_model(path)

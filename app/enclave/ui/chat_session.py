@@ -3,6 +3,10 @@
 Sends build an immutable GenerationRequest from what is stored (answers only: earlier reasoning is never sent back),
 streamed text is shown as it arrives and saved at least once a second, so a killed process loses at most a second
 and the partial answer comes back marked "interrupted".
+
+A chat that uses document collections searches them first (on the documents thread), then sends the question with
+numbered sources in place of the bare question; the sources are stored with the answer so they survive a restart.
+Earlier questions are sent back bare: old sources would only crowd out the room R1 needs to think.
 """
 
 from __future__ import annotations
@@ -13,16 +17,24 @@ from dataclasses import dataclass, field, replace
 
 from PySide6.QtCore import QObject, Signal, Slot
 
+from enclave.docs.prompt import build_document_prompt, estimate_tokens, sources_budget
+from enclave.docs.search import SearchResponse
 from enclave.engine.types import ChatMessage, Finished, FinishReason, GenerationRequest, GenerationStats, ModelInfo
 from enclave.settings.settings import Settings
-from enclave.storage.chats import ChatStore, Conversation, Message, MessageStats, MessageStatus
+from enclave.storage.chats import ChatStore, Conversation, Message, MessageSource, MessageStats, MessageStatus
 from enclave.ui.message_card import MessageCard
 from enclave.ui.transcript import Transcript
+from enclave.workers.docs_worker import DocsController
 from enclave.workers.engine_worker import EngineController
 
 SAVE_INTERVAL_S = 1.0
 NEW_CHAT_TITLE = "New chat"
 SENDABLE = (MessageStatus.COMPLETE, MessageStatus.CANCELLED, MessageStatus.INTERRUPTED)
+SEARCH_K = 8  # passages asked for; overlapping ones are merged and the prompt budget decides how many are sent
+SNIPPET_CHARS = 1200  # of each source, stored with the answer for the sources list
+MESSAGE_OVERHEAD_TOKENS = 8  # role markers and separators the chat template adds around each message
+NOTHING_RELEVANT = "Nothing in this chat's documents matched the question, so this answer does not come from them."
+NO_ROOM = "Matching passages did not fit: this conversation is too long. Start a new chat to answer from documents."
 
 
 def title_from(text: str, words: int = 6) -> str:
@@ -57,6 +69,10 @@ class LiveReply:
     last_saved: float = field(default_factory=time.monotonic)
     thinking_started: float | None = None
     thinking_seconds: float | None = None
+    pending: GenerationRequest | None = None  # held back until the document search answers
+    search_id: str | None = None
+    sources: tuple[MessageSource, ...] | None = None
+    note: str | None = None  # why the answer has no sources
 
 
 class ChatSession(QObject):
@@ -66,6 +82,7 @@ class ChatSession(QObject):
     conversationOpened = Signal(int)
     problem = Signal(str)  # a sentence for the user
     editRequested = Signal(int)  # a user message's Edit button
+    sourceOpenRequested = Signal(object)  # MessageSource: a source or a citation was clicked
 
     def __init__(
         self,
@@ -74,14 +91,19 @@ class ChatSession(QObject):
         transcript: Transcript,
         settings: Callable[[], Settings],
         parent: QObject | None = None,
+        documents: DocsController | None = None,
     ) -> None:
         super().__init__(parent)
         self.store = store
         self.controller = controller
         self.transcript = transcript
         self._settings = settings
+        self.documents = documents
         self.conversation_id: int | None = None
         self.live: LiveReply | None = None
+        if documents is not None:
+            documents.searchFinished.connect(self._on_search_finished)
+            documents.searchFailed.connect(self._on_search_failed)
         controller.textReady.connect(self._on_text)
         controller.thinkingClosed.connect(self._on_thinking_closed)
         controller.contextTrimmed.connect(self._on_context_trimmed)
@@ -138,6 +160,10 @@ class ChatSession(QObject):
         """Back in the chat that is still streaming: the store lags up to a second, so draw from memory instead."""
         card = self._add_card(MessageCard("assistant", live.message_id))
         card.start_streaming(live.model)
+        if live.pending is not None:
+            card.show_searching()
+        elif live.sources is not None:
+            card.set_sources(live.sources, live.note)
         if live.thinking_started is not None:
             card.thinking.start(started_at=live.thinking_started)
             card.append("".join(live.reasoning), "")
@@ -149,6 +175,7 @@ class ChatSession(QObject):
         card.regenerateRequested.connect(self.regenerate)
         card.editRequested.connect(self.editRequested)
         card.answerNowRequested.connect(self.answer_now)
+        card.sourceOpenRequested.connect(self.sourceOpenRequested)
         self.transcript.add_card(card)
         return card
 
@@ -217,15 +244,68 @@ class ChatSession(QObject):
         )
         card = self._add_card(MessageCard(reply.role, reply.id))
         card.start_streaming(model.name)
-        self.live = LiveReply(request.request_id, self.conversation_id, reply.id, model.name, sent_ids)
-        self.controller.generate(request)
+        live = LiveReply(request.request_id, self.conversation_id, reply.id, model.name, sent_ids)
+        self.live = live
+        documents = self.documents
+        if conversation.collections and documents is not None and messages and messages[-1].role == "user":
+            live.pending = request
+            live.search_id = documents.search(messages[-1].content, collections=conversation.collections, k=SEARCH_K)
+            card.show_searching()
+        else:
+            self._generate(request)
         self.transcript.scroll_to_end()
         self.busyChanged.emit(True)
         return True
 
+    def _generate(self, request: GenerationRequest) -> None:
+        if self.documents is not None:
+            self.documents.hold(True)  # indexing waits while R1 answers: both want every core
+        self.controller.generate(request)
+
+    @Slot(str, object)
+    def _on_search_finished(self, search_id: str, response: SearchResponse) -> None:
+        live = self.live
+        if live is None or live.search_id != search_id or live.pending is None:
+            return
+        request, live.pending = live.pending, None
+        model = self.controller.model
+        history, question = request.messages[:-1], request.messages[-1].content
+        used = sum(estimate_tokens(m.content) + MESSAGE_OVERHEAD_TOKENS for m in history)
+        budget = sources_budget(model.n_ctx if model is not None else 4096, used)
+        context = build_document_prompt(question, response.results, budget_tokens=budget)
+        live.sources = tuple(
+            MessageSource(s.number, s.path, s.label, s.page, s.text[:SNIPPET_CHARS]) for s in context.sources
+        )
+        self.store.update_message(live.message_id, sources=live.sources)
+        live.note = None
+        if context.nothing_relevant:
+            live.note = NOTHING_RELEVANT
+        elif not context.sources:
+            live.note = NO_ROOM
+        card = self._card()
+        if card is not None:
+            card.set_sources(live.sources, live.note)
+        self._generate(replace(request, messages=(*history, ChatMessage("user", context.prompt))))
+
+    @Slot(str, str)
+    def _on_search_failed(self, search_id: str, message: str) -> None:
+        live = self.live
+        if live is None or live.search_id != search_id or live.pending is None:
+            return
+        live.pending = None
+        self._finalize(
+            MessageStatus.FAILED, None, f"{message} Try again, or turn documents off for this chat and ask again."
+        )
+
     def stop(self) -> None:
-        if self.live is not None:
-            self.controller.cancel(self.live.request_id)
+        live = self.live
+        if live is None:
+            return
+        if live.pending is not None:  # still searching: nothing was sent to the model yet
+            live.pending = None
+            self._finalize(MessageStatus.CANCELLED, None, None)
+        else:
+            self.controller.cancel(live.request_id)
 
     @Slot()
     def answer_now(self) -> None:
@@ -318,6 +398,8 @@ class ChatSession(QObject):
         )
         card = self._card()
         self.live = None
+        if self.documents is not None:
+            self.documents.hold(False)
         if card is not None:
             card.finish(status, stored_stats, live.model, error)
         self.busyChanged.emit(False)
@@ -325,5 +407,6 @@ class ChatSession(QObject):
     def shutdown(self) -> None:
         """The window is closing: stop the reply and keep what was written so far."""
         if self.live is not None:
-            self.controller.cancel(self.live.request_id)
+            if self.live.pending is None:
+                self.controller.cancel(self.live.request_id)
             self._finalize(MessageStatus.CANCELLED, None, None)

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeyEvent
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QMenu,
+    QPlainTextEdit,
+    QPushButton,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from enclave.ui.style import mute
 
@@ -53,10 +62,18 @@ class Composer(QWidget):
         self.system_button.setAccessibleName("Edit this chat's system prompt")
         self.system_button.setToolTip("Instructions the model follows for this chat")
         self.system_button.clicked.connect(self.systemPromptRequested)
+        # Which document collections this chat answers from; the window fills the menu as it opens.
+        self.documents_button = QToolButton(self)
+        self.documents_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.documents_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        self.documents_menu = QMenu(self.documents_button)
+        self.documents_button.setMenu(self.documents_menu)
+        self.set_collections(())
 
         buttons = QVBoxLayout()
         buttons.addWidget(self.send_button)
         buttons.addWidget(self.system_button)
+        buttons.addWidget(self.documents_button)
         buttons.addStretch(1)
         row = QHBoxLayout()
         row.setContentsMargins(0, 0, 0, 0)
@@ -81,6 +98,22 @@ class Composer(QWidget):
         self._busy = busy
         self.send_button.setText("Stop" if busy else "Send")
         self.send_button.setAccessibleName("Stop the answer" if busy else "Send message")
+
+    def set_collections(self, names: tuple[str, ...]) -> None:
+        """Show which collections the chat uses ("Documents: off" when none)."""
+        shown = ", ".join(names) if len(names) <= 2 else f"{names[0]} +{len(names) - 1}"
+        self.documents_button.setText(f"Documents: {shown}" if names else "Documents: off")
+        self.documents_button.setAccessibleName(
+            f"Documents this chat answers from: {', '.join(names)}" if names else "This chat uses no documents"
+        )
+        self.documents_button.setToolTip(
+            "Answers search these collections and cite them" if names else "Choose documents for this chat to use"
+        )
+        self.editor.setPlaceholderText(
+            f"Ask anything — answers search “{shown}” and cite it · Enter sends, Shift+Enter for a new line"
+            if names
+            else "Ask anything — Enter sends, Shift+Enter for a new line"
+        )
 
     def begin_edit(self, message_id: int, text: str) -> None:
         self._editing = message_id

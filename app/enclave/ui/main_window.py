@@ -6,8 +6,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, Qt, QTimer, Signal, Slot
-from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
+from PySide6.QtCore import QByteArray, Qt, QTimer, QUrl, Signal, Slot
+from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
     QInputDialog,
@@ -15,24 +15,29 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QProgressBar,
+    QPushButton,
     QSplitter,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
 
+from enclave.docs.ingest import DEFAULT_COLLECTION, IngestProgress
+from enclave.docs.viewer import launch, page_command
 from enclave.engine.types import GenerationStats, LoadRequest, ModelInfo
 from enclave.models.recommend import Recommendation
 from enclave.paths import app_paths
 from enclave.settings.settings import Settings, SettingsStore
-from enclave.storage.chats import ChatStore
+from enclave.storage.chats import ChatStore, MessageSource
 from enclave.storage.export import export_conversation
 from enclave.ui.chat_session import ChatSession
 from enclave.ui.composer import Composer
 from enclave.ui.conversations import ConversationPanel
+from enclave.ui.documents_dialog import DocumentsDialog, progress_text
 from enclave.ui.settings_dialog import SettingsDialog
 from enclave.ui.transcript import Transcript
 from enclave.ui.welcome import WelcomePage
+from enclave.workers.docs_worker import DocsController
 from enclave.workers.download_worker import DownloadController
 from enclave.workers.engine_worker import EngineController
 
@@ -46,6 +51,7 @@ class MainWindow(QMainWindow):
         controller: EngineController,
         settings_store: SettingsStore,
         settings: Settings,
+        documents: DocsController | None = None,
     ) -> None:
         super().__init__()
         self.setWindowTitle("Enclave")
@@ -59,6 +65,8 @@ class MainWindow(QMainWindow):
         self._previous_model: str | None = None
         self.downloads: DownloadController | None = None  # created when the Models dialog first opens
         self.recommendation: Recommendation | None = None  # for the first-run page, computed in the background
+        self.documents = documents
+        self.documents_dialog: DocumentsDialog | None = None
 
         # --- widgets ---
         self.conversations = ConversationPanel(self)
@@ -100,18 +108,24 @@ class MainWindow(QMainWindow):
         self.context_gauge.setValue(0)
         self.context_gauge.setTextVisible(True)
         self.context_gauge.hide()  # shown once a model (and so a context size) exists
+        self.indexing_button = QPushButton(self)  # "Indexing 3 / 10": shown while documents are being indexed
+        self.indexing_button.setFlat(True)
+        self.indexing_button.setAccessibleName("Document indexing progress; opens Documents")
+        self.indexing_button.clicked.connect(lambda: self.open_documents())
+        self.indexing_button.hide()
         bar = self.statusBar()
         bar.addWidget(self.model_label, 1)
+        bar.addPermanentWidget(self.indexing_button)
         bar.addPermanentWidget(self.load_progress)
         bar.addPermanentWidget(self.speed_label)
         bar.addPermanentWidget(self.context_gauge)
 
-        self.session = ChatSession(store, controller, self.transcript, lambda: self.settings, self)
+        self.session = ChatSession(store, controller, self.transcript, lambda: self.settings, self, documents)
         self._load_timer = QTimer(self)
         self._load_timer.setInterval(1000)
         self._load_timer.timeout.connect(self._show_load_progress)
 
-        self.setAcceptDrops(True)  # drop a .gguf file anywhere on the window to open it
+        self.setAcceptDrops(True)  # drop a .gguf to open it, documents or folders to index them
         self._make_actions()
         self._connect()
         self._refresh_conversations()
@@ -140,12 +154,17 @@ class MainWindow(QMainWindow):
         self.export_action = self._action("Export chat…", "Ctrl+E", self.export_current)
         self.settings_action = self._action("Settings…", "Ctrl+,", self.open_settings)
         self.models_action = self._action("Models…", "Ctrl+M", lambda: self.open_models())
+        self.documents_action = self._action("Documents…", "Ctrl+D", lambda: self.open_documents())
+        self.add_documents_action = self._action("Add documents…", "Ctrl+Shift+D", self.add_documents)
         self.find_action = self._action("Search chats", QKeySequence.StandardKey.Find, self.focus_search)
         self.stop_action = self._action("Stop", "Esc", self.escape)
         self.quit_action = self._action("Quit", QKeySequence.StandardKey.Quit, self.close)
         file_menu = self.menuBar().addMenu("&File")
         for action in (self.new_action, self.open_action, self.export_action):
             file_menu.addAction(action)
+        file_menu.addSeparator()
+        file_menu.addAction(self.add_documents_action)
+        file_menu.addAction(self.documents_action)
         file_menu.addSeparator()
         file_menu.addAction(self.models_action)
         file_menu.addAction(self.settings_action)
@@ -179,6 +198,12 @@ class MainWindow(QMainWindow):
         panel.exportRequested.connect(self.export_conversation)
         panel.searchChanged.connect(lambda _text: self._refresh_conversations())
         self.session.editRequested.connect(self.begin_edit)
+        self.session.sourceOpenRequested.connect(self.open_source)
+        self.composer.documents_menu.aboutToShow.connect(self._fill_documents_menu)
+        if self.documents is not None:
+            self.documents.progress.connect(self._on_index_progress)
+            self.documents.ingestPaused.connect(lambda: self._on_index_progress(self.documents.progress_state))
+            self.documents.ingestFinished.connect(self._on_index_finished)
 
     # --- models -----------------------------------------------------------------------------------------------
 
@@ -217,8 +242,14 @@ class MainWindow(QMainWindow):
                 return url.toLocalFile()
         return None
 
+    def _dropped_documents(self, event: QDragEnterEvent | QDropEvent) -> list[str]:
+        if self.documents is None:
+            return []
+        files = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        return [f for f in files if not f.lower().endswith(".gguf")]
+
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
-        if self._dropped_model(event):
+        if self._dropped_model(event) or self._dropped_documents(event):
             event.acceptProposedAction()
         else:
             event.ignore()
@@ -226,7 +257,12 @@ class MainWindow(QMainWindow):
     def dropEvent(self, event: QDropEvent) -> None:
         path = self._dropped_model(event)
         if path is None:
-            event.ignore()
+            documents = self._dropped_documents(event)
+            if not documents:
+                event.ignore()
+                return
+            event.acceptProposedAction()
+            self.add_documents(documents)
             return
         event.acceptProposedAction()
         from enclave.models.installed import ModelError, ModelRegistry, import_model
@@ -316,6 +352,7 @@ class MainWindow(QMainWindow):
     @Slot(int)
     def _on_conversation_opened(self, conversation_id: int) -> None:
         self._refresh_conversations()
+        self._show_chat_collections()
         messages = self.store.messages(conversation_id)
         last = next((m for m in reversed(messages) if m.stats is not None), None)
         if last is not None and last.stats is not None and last.stats.context_size:
@@ -457,6 +494,7 @@ class MainWindow(QMainWindow):
             self.downloads = DownloadController(registry_path, paths.models_dir, self)
         dialog = ModelsDialog(ModelRegistry(registry_path), self.downloads, paths.models_dir, self)
         dialog.useModel.connect(self._use_model)
+        dialog.useEmbeddingModel.connect(self._use_embedding_model)
         dialog.downloads.finished.connect(self._on_downloaded)
         if start_recommended and not self.downloads.busy:
             dialog.download_recommended()
@@ -476,16 +514,146 @@ class MainWindow(QMainWindow):
         self._save_settings(replace(self.settings, model_path=path))
         self.load_model(path)
 
+    # --- documents --------------------------------------------------------------------------------------------
+
+    def _chat_collections(self) -> tuple[str, ...]:
+        conversation = self.session.conversation()
+        return conversation.collections if conversation is not None else ()
+
+    def _show_chat_collections(self) -> None:
+        self.composer.set_collections(self._chat_collections())
+
+    def _use_collection(self, name: str, used: bool) -> None:
+        """Turn a collection on or off for the current chat (a chat is created when there is none)."""
+        conversation = self.session.conversation()
+        if conversation is None:
+            conversation = self.store.conversation(self.session.new_conversation())
+        names = [c for c in conversation.collections if c != name]
+        if used:
+            names.append(name)
+        self.store.set_collections(conversation.id, names)
+        self._show_chat_collections()
+
+    @Slot()
+    def _fill_documents_menu(self) -> None:
+        menu = self.composer.documents_menu
+        menu.clear()
+        used = self._chat_collections()
+        known = sorted({d.collection for d in self.documents.documents} if self.documents is not None else set())
+        for name in [*known, *(n for n in used if n not in known)]:
+            action = menu.addAction(name)
+            action.setCheckable(True)
+            action.setChecked(name in used)
+            action.toggled.connect(lambda checked, n=name: self._use_collection(n, checked))
+        if known or used:
+            menu.addSeparator()
+        menu.addAction("Add documents…", self.add_documents).setEnabled(self.documents is not None)
+        menu.addAction("Manage documents…", lambda: self.open_documents()).setEnabled(self.documents is not None)
+
+    @Slot()
+    def add_documents(self, paths: list[str] | None = None) -> None:
+        """Index ``paths`` (asked for when None) into the chat's first collection, and use it in this chat."""
+        if self.documents is None:
+            return
+        if paths is None:
+            from enclave.ui.documents_dialog import FILE_FILTER
+
+            chosen, _ = QFileDialog.getOpenFileNames(self, "Add documents", str(Path.home()), FILE_FILTER)
+            paths = list(chosen)
+        if not paths:
+            return
+        collection = next(iter(self._chat_collections()), DEFAULT_COLLECTION)
+        self.documents.add_paths(paths, collection)
+        if self.session.conversation_id is not None and collection not in self._chat_collections():
+            self._use_collection(collection, True)
+        count = f"{len(paths)} item{'s' if len(paths) != 1 else ''}"
+        self.statusBar().showMessage(f"Indexing {count} into “{collection}” — this chat answers from it", 8000)
+
+    def open_documents(self, collection: str | None = None) -> DocumentsDialog | None:
+        if self.documents is None:
+            return None
+        if self.documents_dialog is None:
+            self.documents.start()
+            dialog = DocumentsDialog(self.documents, collection or next(iter(self._chat_collections()), None), self)
+            dialog.collectionUsed.connect(lambda name: self._use_collection(name, True))
+            self.documents_dialog = dialog
+        self.documents_dialog.show()
+        self.documents_dialog.raise_()
+        self.documents_dialog.activateWindow()
+        return self.documents_dialog
+
+    @Slot(object)
+    def _on_index_progress(self, progress: IngestProgress | None) -> None:
+        if progress is None or progress.files_total <= progress.files_done or progress.phase == "idle":
+            self.indexing_button.setVisible(self.documents is not None and self.documents.paused)
+            self.indexing_button.setText("Indexing paused")
+            return
+        paused = self.documents is not None and self.documents.paused
+        done = f"{progress.files_done:,} / {progress.files_total:,}"
+        self.indexing_button.setText(f"Indexing paused · {done}" if paused else f"Indexing {done}")
+        self.indexing_button.setToolTip(progress_text(progress))
+        self.indexing_button.show()
+
+    @Slot()
+    def _on_index_finished(self) -> None:
+        self.indexing_button.hide()
+
+    @Slot(object)
+    def open_source(self, source: MessageSource) -> None:
+        """Open a cited file, at its page when the PDF viewer can be told one; say so when the file is gone."""
+        if not Path(source.path).exists():
+            self.statusBar().showMessage(f"{source.path} is no longer there (moved or deleted).", 10000)
+            return
+        command = page_command(source.path, source.page)
+        if command is not None:
+            try:
+                launch(command)
+                return
+            except OSError:
+                pass  # fall back to the desktop's default application
+        if not QDesktopServices.openUrl(QUrl.fromLocalFile(source.path)):
+            self.statusBar().showMessage(f"No application could open {source.path}.", 10000)
+
     # --- settings ---------------------------------------------------------------------------------------------
 
     @Slot()
     def open_settings(self) -> None:
-        dialog = SettingsDialog(self.settings, self)
+        from enclave.models.installed import ModelError, ModelRegistry
+
+        registry = ModelRegistry(app_paths().ensure().data / "models.json")
+        embedders = [(m.id, m.name) for m in registry.models() if m.role == "embedding"]
+        active = registry.active("embedding")
+        dialog = SettingsDialog(
+            self.settings, self, embedding_models=embedders, embedding_active=active.id if active else None
+        )
         if dialog.exec() and dialog.result_settings is not None:
             reload = dialog.model_changed()
             self._save_settings(dialog.result_settings)
             if reload and self.settings.model_path:
                 self.load_model(self.settings.model_path)  # the chat stays; the next answer uses the new model
+            if dialog.embedding_changed():
+                chosen = dialog.chosen_embedding
+                try:
+                    if chosen is None:
+                        registry.clear_active("embedding")
+                    else:
+                        registry.set_active(chosen, "embedding")
+                except (ModelError, OSError) as exc:
+                    self.statusBar().showMessage(f"Could not change the embedding model: {exc}", 10000)
+                    return
+                self._use_embedding_model(registry.get(chosen).path if chosen else None)
+
+    @Slot(str)
+    def _use_embedding_model(self, path: str | None) -> None:
+        """Documents lacking this model's vectors are re-embedded in the background (files are not read again)."""
+        if self.documents is not None:
+            self.documents.set_embedding_model(Path(path) if path else None)
+            message = (
+                f"Documents are re-embedded with {Path(path).name} in the background; search keeps working."
+                if path
+                else "Document search now matches keywords only."
+            )
+            self.statusBar().showMessage(message, 8000)
 
     def _save_settings(self, settings: Settings) -> None:
         self.settings = settings
@@ -500,5 +668,9 @@ class MainWindow(QMainWindow):
         self._save_settings(replace(self.settings, window_geometry=geometry))
         if self.downloads is not None:
             self.downloads.shutdown()  # pauses: the partial file resumes next time
+        if self.documents_dialog is not None:
+            self.documents_dialog.close()
+        if self.documents is not None:
+            self.documents.shutdown()  # the queue is kept in the index and resumes next time
         self.controller.shutdown()
         super().closeEvent(event)

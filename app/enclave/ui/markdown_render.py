@@ -28,6 +28,9 @@ __all__ = [
 ]
 
 COPY_SCHEME = "copy"
+CITE_SCHEME = "cite"
+# "[1]", "[1, 3]", "[2; 4]": the forms docs.prompt asks the model to cite sources with
+_CITATION = re.compile(r"\[(\d{1,3}(?:\s*[,;]\s*\d{1,3})*)\]")
 
 
 @dataclass(frozen=True)
@@ -69,12 +72,17 @@ class MarkdownRenderer:
         rules("fence", self._render_nested_code)
         rules("code_block", self._render_nested_code)
         rules("image", self._render_image)
+        rules("text", self._render_text)
         rules("table_open", lambda *_: '<table border="1" cellspacing="0" cellpadding="4" class="md">\n')
 
-    def render(self, text: str, first_code_index: int = 0) -> tuple[list[Piece], list[str]]:
-        """Render ``text``; code blocks are numbered from ``first_code_index``. Returns (pieces, code of each block)."""
+    def render(
+        self, text: str, first_code_index: int = 0, citations: frozenset[int] = frozenset()
+    ) -> tuple[list[Piece], list[str]]:
+        """Render ``text``; code blocks are numbered from ``first_code_index``. Returns (pieces, code of each block).
+
+        ``[n]`` outside code becomes a ``cite:n`` link when ``n`` is one of ``citations`` (the answer's sources)."""
         codes: list[str] = []
-        env: dict[str, Any] = {"codes": codes, "base": first_code_index}
+        env: dict[str, Any] = {"codes": codes, "base": first_code_index, "citations": citations}
         tokens = self._md.parse(text, env)
         pieces: list[Piece] = []
         run: list[Any] = []
@@ -108,6 +116,28 @@ class MarkdownRenderer:
             f'<p align="right" class="codeheader"><a href="{COPY_SCHEME}:{index}">Copy</a></p>'
             f'<pre class="code">{html.escape(code)}</pre>\n'
         )
+
+    @staticmethod
+    def _render_text(_renderer: Any, tokens: Sequence[Any], idx: int, _options: Any, env: dict[str, Any]) -> str:
+        content = tokens[idx].content
+        citations: frozenset[int] = env.get("citations", frozenset())
+        if not citations or "[" not in content:
+            return html.escape(content, quote=False)
+        out: list[str] = []
+        last = 0
+        for match in _CITATION.finditer(content):
+            out.append(html.escape(content[last : match.start()], quote=False))
+            parts = re.split(r"(\s*[,;]\s*)", match.group(1))
+            linked = [
+                f'<a href="{CITE_SCHEME}:{int(part)}">{part}</a>'
+                if part.isdigit() and int(part) in citations
+                else html.escape(part, quote=False)
+                for part in parts
+            ]
+            out.append("[" + "".join(linked) + "]")
+            last = match.end()
+        out.append(html.escape(content[last:], quote=False))
+        return "".join(out)
 
     @staticmethod
     def _render_image(_renderer: Any, tokens: Sequence[Any], idx: int, _options: Any, _env: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from PySide6.QtCore import QElapsedTimer, QEvent, QSize, QSizeF, Qt, QTimer, QUrl
+from PySide6.QtCore import QElapsedTimer, QEvent, QSize, QSizeF, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import (
     QDesktopServices,
     QGuiApplication,
@@ -29,6 +29,7 @@ from PySide6.QtGui import (
 from PySide6.QtWidgets import QFrame, QSizePolicy, QTextBrowser, QWidget
 
 from enclave.ui.markdown_render import (
+    CITE_SCHEME,
     COPY_SCHEME,
     CodePiece,
     HtmlPiece,
@@ -125,8 +126,11 @@ class _LiveCode:
 class MarkdownView(AutoHeightBrowser):
     """Markdown answer text: ``append`` while streaming, then ``finish``; ``set_markdown`` for history."""
 
+    citationClicked = Signal(int)  # the n of a [n] citation link
+
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.citations: frozenset[int] = frozenset()  # source numbers [n] links are made for; set before text
         self.setAccessibleName("Answer text")
         self.anchorClicked.connect(self._on_anchor_clicked)
         self._timer = QTimer(self)
@@ -234,7 +238,7 @@ class MarkdownView(AutoHeightBrowser):
             chunk = self._source[self._committed : cut]
             self._committed = cut
             if chunk.strip():
-                chunk_pieces, chunk_codes = renderer().render(chunk, len(self._codes) + len(codes))
+                chunk_pieces, chunk_codes = renderer().render(chunk, len(self._codes) + len(codes), self.citations)
                 pieces.extend(chunk_pieces)
                 codes.extend(chunk_codes)
         if pieces:
@@ -258,7 +262,7 @@ class MarkdownView(AutoHeightBrowser):
         self._remove_tail()
         self._tail_text = tail
         if tail.strip():
-            pieces, self._tail_codes = renderer().render(tail, len(self._codes))
+            pieces, self._tail_codes = renderer().render(tail, len(self._codes), self.citations)
             self._insert_pieces(merge_pieces(pieces), len(self._codes))
 
     def _remove_tail(self) -> None:
@@ -450,7 +454,10 @@ class MarkdownView(AutoHeightBrowser):
     # --- links ------------------------------------------------------------------------------------------------
 
     def _on_anchor_clicked(self, url: QUrl) -> None:
-        if url.scheme() == COPY_SCHEME:
+        if url.scheme() == CITE_SCHEME:
+            if url.path().isdigit():
+                self.citationClicked.emit(int(url.path()))
+        elif url.scheme() == COPY_SCHEME:
             try:
                 code = self.code_block(int(url.path()))
             except ValueError:

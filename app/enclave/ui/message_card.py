@@ -6,8 +6,10 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
-from enclave.storage.chats import Message, MessageStats, MessageStatus
+from enclave.docs.prompt import cited_numbers
+from enclave.storage.chats import Message, MessageSource, MessageStats, MessageStatus
 from enclave.ui.markdown_view import MarkdownView
+from enclave.ui.sources_view import SourcesView
 from enclave.ui.style import mute, scaled_font, subtle_background
 from enclave.ui.thinking_section import ThinkingSection
 
@@ -16,6 +18,7 @@ STATUS_TEXT = {
     "Regenerate to get a complete answer.",
     MessageStatus.CANCELLED: "Stopped.",
 }
+NO_SOURCES_NOTE = "Nothing in this chat's documents matched the question, so this answer does not come from them."
 
 
 def stats_text(stats: MessageStats | None, model: str | None) -> str:
@@ -36,6 +39,7 @@ class MessageCard(QFrame):
     regenerateRequested = Signal(int)
     editRequested = Signal(int)
     answerNowRequested = Signal()
+    sourceOpenRequested = Signal(object)  # MessageSource
 
     def __init__(self, role: str, message_id: int, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -56,6 +60,9 @@ class MessageCard(QFrame):
         self.thinking = ThinkingSection(self)
         self.thinking.answerNowRequested.connect(self.answerNowRequested)
         self.answer = MarkdownView(self)
+        self.answer.citationClicked.connect(self._open_source)
+        self.sources = SourcesView(self)
+        self.sources.sourceClicked.connect(self._open_source)
         self.status = QLabel(self)
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -87,6 +94,7 @@ class MessageCard(QFrame):
         layout.addWidget(self.who)
         layout.addWidget(self.thinking)
         layout.addWidget(self.answer)
+        layout.addWidget(self.sources)
         layout.addWidget(self.status)
         layout.addLayout(actions)
 
@@ -105,6 +113,9 @@ class MessageCard(QFrame):
     def from_message(cls, message: Message, parent: QWidget | None = None) -> MessageCard:
         card = cls(message.role, message.id, parent)
         card.thinking.set_history(message.reasoning, message.thinking_seconds)
+        if message.sources is not None:
+            card.set_sources(message.sources, None if message.sources else NO_SOURCES_NOTE)
+            card.sources.mark_cited(cited_numbers(message.content))
         card.answer.set_markdown(message.content)
         card.answer.setVisible(bool(message.content))  # an empty view would still take a line of height
         card.set_status(message.status, message.error)
@@ -128,6 +139,19 @@ class MessageCard(QFrame):
             self.answer.show()
             self.answer.append(content)
 
+    def show_searching(self) -> None:
+        self.sources.show_searching()
+
+    def set_sources(self, sources: tuple[MessageSource, ...], note: str | None = None) -> None:
+        """The passages this answer is given; set before its text arrives so [n] become links as they stream."""
+        self.answer.citations = frozenset(s.number for s in sources)
+        self.sources.set_sources(sources, note)
+
+    def _open_source(self, number: int) -> None:
+        source = next((s for s in self.sources.sources if s.number == number), None)
+        if source is not None:
+            self.sourceOpenRequested.emit(source)
+
     def close_thinking(self, seconds: float | None = None) -> None:
         self.thinking.finish(seconds)
 
@@ -136,6 +160,10 @@ class MessageCard(QFrame):
     ) -> None:
         self.thinking.stop_clock()
         self.answer.finish()
+        if self.sources.sources:
+            self.sources.mark_cited(cited_numbers(self.answer.markdown()))
+        elif self.sources.searching:
+            self.sources.hide()  # stopped, or failed, before the search answered
         self.regenerate_button.setEnabled(True)
         self.copy_button.setEnabled(True)
         self.set_status(status, error)

@@ -55,6 +55,7 @@ def gb(size: int) -> str:
 
 class ModelsDialog(QDialog):
     useModel = Signal(str)  # the path of the model to load for chat
+    useEmbeddingModel = Signal(str)  # the path of the embedding model documents are now embedded with
 
     def __init__(
         self,
@@ -295,6 +296,9 @@ class ModelsDialog(QDialog):
             if model.role == "chat":
                 self.useModel.emit(model.path)
                 self.message.setText(f"Loading {model.name}; the chat stays, and the next answer comes from it.")
+            else:
+                self.useEmbeddingModel.emit(model.path)
+                self.message.setText(f"Documents are re-embedded with {model.name} in the background.")
 
     @Slot()
     def remove_selected(self) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 from PySide6.QtWidgets import (
     QCheckBox,
+    QComboBox,
     QDialog,
     QDialogButtonBox,
     QDoubleSpinBox,
@@ -26,7 +28,15 @@ MODEL_FIELDS = ("model_path", "context_length", "gpu_layers", "threads")
 
 
 class SettingsDialog(QDialog):
-    def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        parent: QWidget | None = None,
+        *,
+        embedding_models: Sequence[tuple[str, str]] = (),
+        embedding_active: str | None = None,
+    ) -> None:
+        """``embedding_models``: (id, name) of the installed embedding models; ``embedding_active``: the id in use."""
         super().__init__(parent)
         self.setWindowTitle("Settings")
         self.setAccessibleName("Settings")
@@ -56,6 +66,15 @@ class SettingsDialog(QDialog):
         self.system_prompt = QPlainTextEdit(settings.default_system_prompt, self)
         self.system_prompt.setAccessibleName("Default system prompt for new chats")
         self.system_prompt.setFixedHeight(80)
+        self.embedding = QComboBox(self)
+        self.embedding.setAccessibleName("Embedding model for document search")
+        self.embedding.setToolTip("Documents are searched by meaning with this model; changing it re-embeds them")
+        self.embedding.addItem("None — keyword search only", None)
+        for model_id, name in embedding_models:
+            self.embedding.addItem(name, model_id)
+        index = self.embedding.findData(embedding_active) if embedding_active else 0
+        self.embedding.setCurrentIndex(max(0, index))
+        self._embedding_original = self.chosen_embedding
         self.error = QLabel(self)
         self.error.setWordWrap(True)
         self.error.hide()
@@ -70,6 +89,7 @@ class SettingsDialog(QDialog):
         form.addRow("Maximum answer length", self.max_tokens)
         form.addRow("Thinking budget", self.think_budget)
         form.addRow("Default system prompt", self.system_prompt)
+        form.addRow("Document embeddings", self.embedding)
         form.addRow(self.error)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel, self)
         buttons.accepted.connect(self._accept)
@@ -133,6 +153,14 @@ class SettingsDialog(QDialog):
             self.error.show()
             return
         self.accept()
+
+    @property
+    def chosen_embedding(self) -> str | None:
+        data = self.embedding.currentData()
+        return str(data) if data else None
+
+    def embedding_changed(self) -> bool:
+        return self.chosen_embedding != self._embedding_original
 
     def model_changed(self) -> bool:
         new = self.result_settings

@@ -1,0 +1,106 @@
+"""The sources under an answer: which passages of which files it was given, each a link that opens the file.
+
+An answer's [n] citations point here. Sources the finished answer never cites stay listed (the model saw them) but
+are dimmed, so a reader can tell what the answer actually rests on.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Collection, Sequence
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QFrame, QLabel, QVBoxLayout, QWidget
+
+from enclave.storage.chats import MessageSource
+from enclave.ui.style import mute, muted_text, scaled_font
+
+SNIPPET_PREVIEW_CHARS = 240
+SEARCHING = "Searching this chat's documents…"
+
+
+def _snippet(text: str) -> str:
+    flat = " ".join(text.split())
+    if len(flat) <= SNIPPET_PREVIEW_CHARS:
+        return flat
+    cut = flat[:SNIPPET_PREVIEW_CHARS]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > SNIPPET_PREVIEW_CHARS // 2 else cut) + " …"
+
+
+class SourcesView(QFrame):
+    """A titled list of sources; ``sourceClicked(number)`` when one is activated (mouse or keyboard)."""
+
+    sourceClicked = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setAccessibleName("Sources of this answer")
+        self.sources: tuple[MessageSource, ...] = ()
+        self._cited: frozenset[int] | None = None
+        self.title = QLabel("Sources", self)
+        self.title.setFont(scaled_font(self, 0.85, bold=True))
+        self.note = QLabel(self)
+        self.note.setWordWrap(True)
+        mute(self.note)
+        self.rows: list[QLabel] = []
+        self._layout = QVBoxLayout(self)
+        self._layout.setContentsMargins(0, 4, 0, 0)
+        self._layout.setSpacing(4)
+        self._layout.addWidget(self.title)
+        self._layout.addWidget(self.note)
+        self.hide()
+
+    @property
+    def searching(self) -> bool:
+        return not self.sources and self.note.text() == SEARCHING
+
+    def show_searching(self) -> None:
+        self._set((), SEARCHING)
+
+    def set_sources(self, sources: Sequence[MessageSource], note: str | None = None) -> None:
+        self._cited = None
+        self._set(tuple(sources), note)
+
+    def mark_cited(self, numbers: Collection[int]) -> None:
+        """Dim the sources the finished answer does not cite."""
+        self._cited = frozenset(numbers)
+        self._refresh()
+
+    def _set(self, sources: tuple[MessageSource, ...], note: str | None) -> None:
+        self.sources = sources
+        for row in self.rows:
+            self._layout.removeWidget(row)
+            row.deleteLater()
+        self.rows = []
+        for source in sources:
+            row = QLabel(self)
+            row.setWordWrap(True)
+            row.setTextFormat(Qt.TextFormat.RichText)
+            row.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
+            row.setToolTip(f"Open {source.path}" + (f" at page {source.page}" if "page" in source.label else ""))
+            row.setAccessibleName(f"Source {source.number}: {source.label}")
+            row.linkActivated.connect(lambda _link, n=source.number: self.sourceClicked.emit(n))
+            self._layout.addWidget(row)
+            self.rows.append(row)
+        self.note.setText(note or "")
+        self.note.setVisible(bool(note))
+        self.title.setVisible(bool(sources))
+        self._refresh()
+        self.setVisible(bool(sources) or bool(note))
+
+    def _refresh(self) -> None:
+        muted = muted_text(self.palette()).name()
+        for source, row in zip(self.sources, self.rows, strict=True):
+            cited = self._cited is None or source.number in self._cited
+            label = html.escape(source.label)
+            snippet = html.escape(_snippet(source.snippet))
+            suffix = "" if cited else " · not cited"
+            href = f"source:{source.number}"
+            link = f'<a href="{href}">[{source.number}] {label}</a>'
+            if not cited:
+                link = f'<span style="color:{muted}">[{source.number}]</span> <a href="{href}">{label}</a>'
+            row.setText(f'{link}<span style="color:{muted}">{suffix}<br>{snippet}</span>')
+
+
+__all__ = ["SEARCHING", "SourcesView"]
