@@ -116,3 +116,12 @@ def test_docs_folders_and_rescan(tmp_path: Path) -> None:
     assert gone.returncode == 3 and gone.stdout.startswith("missing") and "not found" in gone.stdout
     assert enclave("folders").stdout.endswith("(not found)\n")
     assert len(json.loads(enclave("list", "--json").stdout)) == 3  # its documents are kept
+
+
+def test_the_internal_reader_subcommand_is_not_listed(capsys: pytest.CaptureFixture[str]) -> None:
+    from enclave.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["docs", "--help"])
+    listing = capsys.readouterr().out
+    assert "rescan" in listing and "parse-server" not in listing and "SUPPRESS" not in listing

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from enclave.storage.chats import ChatStore, Conversation, MessageStats, MessageStatus
+from enclave.storage.chats import ChatStore, Conversation, MessageSource, MessageStats, MessageStatus
 from enclave.storage.export import conversation_to_json, conversation_to_markdown, export_conversation
 
 
@@ -120,3 +120,47 @@ def test_export_rejects_unknown_suffix(store: ChatStore, conv: Conversation, tmp
         export_conversation(store, conv.id, tmp_path / "chat.txt")
     assert not (tmp_path / "chat.txt").exists()
     assert list(tmp_path.glob(".chat.txt*")) == []
+
+
+def test_document_sources_are_stored_and_exported(store: ChatStore) -> None:
+    conv = store.create_conversation("Kettle")
+    assert conv.collections == ()
+    conv = store.set_collections(conv.id, ["Manuals", "Receipts", "Manuals"])
+    assert conv.collections == ("Manuals", "Receipts")
+    store.add_message(conv.id, "user", "How long is the warranty?")
+    answer = store.add_message(conv.id, "assistant", "")
+    sources = (
+        MessageSource(1, "/home/me/warranty.pdf", "warranty.pdf, page 2", 2, "Five years from purchase."),
+        MessageSource(2, "/home/me/notes.md", "notes.md", 1, "Keep the receipt."),
+    )
+    store.update_message(answer.id, content="Five years [1].", sources=sources)
+    plain = store.add_message(conv.id, "assistant", "No documents here.")
+    nothing = store.add_message(conv.id, "assistant", "")
+    store.update_message(nothing.id, content="Not in your documents.", sources=())
+    messages = store.messages(conv.id)
+    assert messages[1].sources == sources
+    assert messages[2].sources is None and messages[2].id == plain.id
+    assert messages[3].sources == ()
+    assert store.conversation(conv.id).collections == ("Manuals", "Receipts")
+
+    md = conversation_to_markdown(store.conversation(conv.id), messages)
+    assert "**Sources**\n\n1. warranty.pdf, page 2 — `/home/me/warranty.pdf`\n2. notes.md" in md
+    data = json.loads(conversation_to_json(store.conversation(conv.id), messages))
+    assert data["messages"][1]["sources"][0] == {
+        "number": 1,
+        "path": "/home/me/warranty.pdf",
+        "label": "warranty.pdf, page 2",
+        "page": 2,
+    }
+    assert data["messages"][2]["sources"] is None and data["messages"][3]["sources"] == []
+
+
+def test_a_damaged_sources_column_hides_the_sources_not_the_answer(store: ChatStore) -> None:
+    conv = store.create_conversation("x")
+    answer = store.add_message(conv.id, "assistant", "An answer [1].")
+    with store._guard() as conn:
+        conn.execute("UPDATE messages SET sources = ? WHERE id = ?", ('[{"number": "x"}, 5, "junk"]', answer.id))
+        conn.execute("UPDATE conversations SET collections = ? WHERE id = ?", ("{not json", conv.id))
+    [message] = store.messages(conv.id)
+    assert message.content == "An answer [1]." and message.sources == ()
+    assert store.conversation(conv.id).collections == ()

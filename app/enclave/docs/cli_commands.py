@@ -72,8 +72,11 @@ def register(subparsers: Any) -> None:
     rescan.add_argument("--json", action="store_true", help="print a JSON list with one object per file")
     rescan.set_defaults(handler=lambda a: run_rescan(a, sys.stdout, sys.stderr))
 
-    server = sub.add_parser("parse-server", help=argparse.SUPPRESS)  # the isolated file reader (isolation.py)
+    # The isolated file reader (isolation.py). Added without help, then taken out of the listing: on Python < 3.13
+    # help=SUPPRESS on a subcommand prints "==SUPPRESS==" instead of hiding it.
+    server = sub.add_parser("parse-server")
     server.set_defaults(handler=lambda a: _serve())
+    sub._choices_actions = [a for a in sub._choices_actions if a.dest != "parse-server"]
 
 
 def _serve() -> int:

@@ -5,7 +5,11 @@ JSON schema, version 1::
     {"format": "enclave-chat", "version": 1,
      "conversation": {"title", "system_prompt", "created_at", "updated_at"},
      "messages": [{"role", "content", "reasoning", "status", "model", "created_at", "thinking_seconds",
-                   "stats": {...} | null, "error"}]}
+                   "stats": {...} | null, "error",
+                   "sources": [{"number", "path", "label", "page"}] | null}]}
+
+``sources`` (added in 0.2, still version 1: readers ignore keys they do not know) is null when the answer did not
+search documents and an empty list when the search found nothing relevant.
 
 Timestamps are Unix seconds. Database ids are left out: they mean nothing outside this computer.
 """
@@ -73,6 +77,8 @@ def conversation_to_markdown(conv: Conversation, messages: Sequence[Message]) ->
             )
         if message.content.strip():
             block.append(message.content.strip())
+        if message.sources:
+            block.append("**Sources**\n\n" + "\n".join(f"{s.number}. {s.label} — `{s.path}`" for s in message.sources))
         note = _status_note(message)
         if note:
             block.append(note)
@@ -102,6 +108,9 @@ def conversation_to_json(conv: Conversation, messages: Sequence[Message]) -> str
                 "thinking_seconds": message.thinking_seconds,
                 "stats": None if message.stats is None else asdict(message.stats),
                 "error": message.error,
+                "sources": None
+                if message.sources is None
+                else [{"number": s.number, "path": s.path, "label": s.label, "page": s.page} for s in message.sources],
             }
             for message in messages
         ],

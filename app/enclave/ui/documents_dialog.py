@@ -73,6 +73,7 @@ class DocumentsDialog(QDialog):
     """Add, list and remove documents; watch indexing; pause it. ``collectionAdded`` when files go to a collection."""
 
     collectionUsed = Signal(str)  # files were added to this collection from here
+    modelsRequested = Signal()  # "Choose an embedding model…"
 
     def __init__(self, docs: DocsController, collection: str | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -138,6 +139,12 @@ class DocumentsDialog(QDialog):
         self.model_label = QLabel(self)
         self.model_label.setWordWrap(True)
         mute(self.model_label)
+        self.models_button = QPushButton("Choose an embedding model…", self)
+        self.models_button.setToolTip("Download or pick one in Models (e.g. nomic-embed-text-v1.5, 84 MB)")
+        self.models_button.clicked.connect(self.modelsRequested)
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model_label, 1)
+        model_row.addWidget(self.models_button)
         self.error_label = QLabel(self)
         self.error_label.setWordWrap(True)
         self.error_label.hide()
@@ -150,7 +157,7 @@ class DocumentsDialog(QDialog):
         layout.addWidget(self.empty_label)
         layout.addLayout(progress_row)
         layout.addWidget(self.progress_label)
-        layout.addWidget(self.model_label)
+        layout.addLayout(model_row)
         layout.addWidget(self.error_label)
         layout.addWidget(buttons)
 
@@ -296,6 +303,7 @@ class DocumentsDialog(QDialog):
 
     @Slot(object)
     def show_embedder(self, info: EmbedderInfo | None) -> None:
+        self.models_button.setText("Choose an embedding model…" if info is None else "Change…")
         if info is None:
             self.model_label.setText(
                 "No embedding model is chosen, so search matches keywords only. Choose one under File → Models… "

@@ -508,6 +508,13 @@ class MainWindow(QMainWindow):
 
         if isinstance(model, InstalledModel) and model.role == "chat" and self.controller.model is None:
             self._use_model(model.path)
+        if isinstance(model, InstalledModel) and model.role == "embedding" and self.documents is not None:
+            from enclave.models.installed import ModelRegistry
+
+            registry = ModelRegistry(app_paths().ensure().data / "models.json")
+            if self.documents.embedder_info is None or registry.active("embedding") is None:
+                registry.set_active(model.id, "embedding")  # the first embedding model is put to use at once
+                self._use_embedding_model(model.path)
 
     @Slot(str)
     def _use_model(self, path: str) -> None:
@@ -576,6 +583,7 @@ class MainWindow(QMainWindow):
             self.documents.start()
             dialog = DocumentsDialog(self.documents, collection or next(iter(self._chat_collections()), None), self)
             dialog.collectionUsed.connect(lambda name: self._use_collection(name, True))
+            dialog.modelsRequested.connect(lambda: self.open_models())
             self.documents_dialog = dialog
         self.documents_dialog.show()
         self.documents_dialog.raise_()
