@@ -1,7 +1,7 @@
 """The sources under an answer: which passages of which files it was given, each a link that opens the file.
 
 An answer's [n] citations point here. Sources the finished answer never cites stay listed (the model saw them) but
-are dimmed, so a reader can tell what the answer actually rests on.
+shrink to one dimmed line, so a reader can tell what the answer actually rests on.
 """
 
 from __future__ import annotations
@@ -95,12 +95,17 @@ class SourcesView(QFrame):
             cited = self._cited is None or source.number in self._cited
             label = html.escape(source.label)
             snippet = html.escape(_snippet(source.snippet))
-            suffix = "" if cited else " · not cited"
             href = f"source:{source.number}"
-            link = f'<a href="{href}">[{source.number}] {label}</a>'
-            if not cited:
-                link = f'<span style="color:{muted}">[{source.number}]</span> <a href="{href}">{label}</a>'
-            row.setText(f'{link}<span style="color:{muted}">{suffix}<br>{snippet}</span>')
+            if cited:
+                row.setText(
+                    f'<a href="{href}">[{source.number}] {label}</a><br><span style="color:{muted}">{snippet}</span>'
+                )
+            else:  # one line: the model was shown it, the answer does not rest on it
+                row.setText(
+                    f'<span style="color:{muted}">[{source.number}]</span> <a href="{href}">{label}</a>'
+                    f'<span style="color:{muted}"> · not cited</span>'
+                )
+                row.setToolTip(f"{source.path}\n\n{_snippet(source.snippet)}")
 
 
 __all__ = ["SEARCHING", "SourcesView"]
