@@ -234,3 +234,44 @@ def test_a_broken_embedding_model_leaves_keyword_search(tmp_path: Path, qtbot: A
         assert response.mode == "keyword" and response.results[0].name == "note1.md"
     finally:
         controller.shutdown()
+
+
+def test_hold_while_the_chat_model_answers(make_controller: Any, tmp_path: Path, qtbot: Any) -> None:
+    """The chat holds indexing while R1 answers (not shown as paused); searches still work; release resumes."""
+    embedder = FakeEmbedder(delay_s=0.02)
+    controller = make_controller(embedder)
+    got = Recorder(controller)
+    controller.start()
+    controller.hold(True)
+    controller.add_paths([write_notes(tmp_path / "notes", 3)])
+    qtbot.wait(300)
+    assert not [s for s in got.statuses if s.status == "ok"] and embedder.embedded == []
+    assert not controller.paused and got.paused == 0
+    with qtbot.waitSignal(controller.searchFinished, timeout=TIMEOUT_MS):
+        controller.search("topic1")
+    with qtbot.waitSignal(controller.ingestFinished, timeout=TIMEOUT_MS):
+        controller.hold(False)
+    assert got.by_name() == {"note0.md": "ok", "note1.md": "ok", "note2.md": "ok"}
+
+
+def test_files_added_to_a_watched_folder_are_indexed(make_controller: Any, tmp_path: Path, qtbot: Any) -> None:
+    controller = make_controller()
+    got = Recorder(controller)
+    folder = write_notes(tmp_path / "notes", 2)
+    with qtbot.waitSignal(controller.ingestFinished, timeout=TIMEOUT_MS):
+        controller.add_paths([folder])
+    (folder / "sub").mkdir()
+    with qtbot.waitSignal(controller.ingestFinished, timeout=TIMEOUT_MS):
+        (folder / "sub" / "late.md").write_text("# Late\n\nA note that arrived after the folder was added.\n")
+    assert got.by_name()["late.md"] == "ok"
+    with qtbot.waitSignal(controller.ingestFinished, timeout=TIMEOUT_MS):
+        (folder / "sub" / "later.md").write_text("# Later\n\nThe new subfolder is watched too.\n")
+    assert got.by_name()["later.md"] == "ok"
+    (folder / "note0.md").unlink()
+    qtbot.waitUntil(
+        lambda: (
+            got.by_name().get("note0.md") == "removed"
+            and "note0.md" not in {Path(d.path).name for d in controller.documents}
+        ),
+        timeout=TIMEOUT_MS,
+    )
