@@ -275,3 +275,19 @@ def test_files_added_to_a_watched_folder_are_indexed(make_controller: Any, tmp_p
         ),
         timeout=TIMEOUT_MS,
     )
+
+
+def test_a_damaged_index_is_kept_aside_and_a_new_one_started(make_controller: Any, tmp_path: Path, qtbot: Any) -> None:
+    index_path = tmp_path / "data" / "documents.sqlite3"
+    index_path.parent.mkdir(parents=True)
+    index_path.write_bytes(b"this is not a database" * 100)
+    controller = make_controller()
+    got = Recorder(controller)
+    with qtbot.waitSignal(controller.error, timeout=TIMEOUT_MS):
+        controller.start()
+    assert "damaged" in got.errors[0] and "add them again" in got.errors[0]
+    [kept] = list(index_path.parent.glob("documents.sqlite3.damaged-*"))
+    assert kept.read_bytes().startswith(b"this is not a database")
+    with qtbot.waitSignal(controller.ingestFinished, timeout=TIMEOUT_MS):
+        controller.add_paths([write_notes(tmp_path / "notes", 1)])
+    assert got.by_name() == {"note0.md": "ok"}

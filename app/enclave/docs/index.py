@@ -43,6 +43,10 @@ OK = "ok"
 class DocumentIndexError(Exception):
     """The index file could not be opened or written; the message is for the user."""
 
+    def __init__(self, message: str, *, damaged: bool = False) -> None:
+        super().__init__(message)
+        self.damaged = damaged  # the file itself is unreadable (not a lock, a permission or a newer schema)
+
 
 def _migration_1(conn: sqlite3.Connection) -> None:
     for statement in (
@@ -199,7 +203,10 @@ class DocumentIndex:
             self._db.execute("CREATE VIRTUAL TABLE temp.query_stems USING fts5vocab(temp, 'query_words', 'instance')")
         except sqlite3.Error as exc:
             self._db.close()
-            raise DocumentIndexError(f"The document index {self.path} is damaged or unreadable ({exc}).") from exc
+            damaged = getattr(exc, "sqlite_errorname", "") in {"SQLITE_NOTADB", "SQLITE_CORRUPT"}
+            raise DocumentIndexError(
+                f"The document index {self.path} is damaged or unreadable ({exc}).", damaged=damaged
+            ) from exc
 
     def _migrate(self) -> None:
         version = int(self._db.execute("PRAGMA user_version").fetchone()[0])

@@ -204,6 +204,7 @@ class MainWindow(QMainWindow):
             self.documents.progress.connect(self._on_index_progress)
             self.documents.ingestPaused.connect(lambda: self._on_index_progress(self.documents.progress_state))
             self.documents.ingestFinished.connect(self._on_index_finished)
+            self.documents.error.connect(lambda message: self.statusBar().showMessage(message, 20000))
 
     # --- models -----------------------------------------------------------------------------------------------
 

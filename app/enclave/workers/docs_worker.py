@@ -136,7 +136,7 @@ class DocsWorker(QObject):
     @Slot()
     def open(self) -> None:
         try:
-            self._index = DocumentIndex(self._index_path)
+            self._index = self._open_index()
         except DocumentIndexError as exc:
             self.error.emit(str(exc))
             return
@@ -160,6 +160,29 @@ class DocsWorker(QObject):
         self._rescan(None)  # files changed while Enclave was closed
         self._announce = self._index.queue_size() > 0
         self._schedule()  # resume work left in the queue by the last session
+
+    def _open_index(self) -> DocumentIndex:
+        """Open the index; a damaged one is kept aside and a new one started (the documents are still on disk)."""
+        try:
+            return DocumentIndex(self._index_path)
+        except DocumentIndexError as exc:
+            if not exc.damaged:
+                raise
+        kept = self._index_path.with_name(f"{self._index_path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        try:
+            self._index_path.replace(kept)
+            for suffix in ("-wal", "-shm"):
+                Path(f"{self._index_path}{suffix}").unlink(missing_ok=True)
+        except OSError as exc:
+            raise DocumentIndexError(
+                f"The document index {self._index_path} is damaged and could not be moved aside: {exc}"
+            ) from exc
+        index = DocumentIndex(self._index_path)
+        self.error.emit(
+            f"The document index was damaged, so Enclave started a new one (the old file was kept as {kept.name}). "
+            "Your files are untouched: add them again to search them."
+        )
+        return index
 
     def _load_embedder(self, path: Path | None) -> None:
         old, self._embedder = self._embedder, None
