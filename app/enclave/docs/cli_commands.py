@@ -183,15 +183,7 @@ def run_search(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     embedder = _open_embedder(err)
     index = DocumentIndex(index_path())
     try:
-        vector = embedder.embed_query(args.query) if embedder is not None else None
-        response = Searcher(index).search(
-            args.query,
-            vector,
-            embedder.model_id if embedder is not None else None,
-            k=args.k,
-            collection=args.collection,
-            min_similarity=embedder.family.min_similarity if embedder is not None else None,
-        )
+        response = Searcher(index).search_with(embedder, args.query, k=args.k, collection=args.collection)
     finally:
         index.close()
         if embedder is not None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from enclave.docs.embedder import TextEmbedder
 from enclave.docs.index import DocumentIndex
 
 RRF_K = 60  # the constant from Cormack et al. (2009): damps the head of each ranking
@@ -234,6 +235,27 @@ class Searcher:
                 return frozenset(), f"No collection {unique[0]!r}."
             return frozenset(), f"None of the collections {', '.join(repr(n) for n in unique)} exists."
         return frozenset(found.values()), None
+
+    def search_with(
+        self,
+        embedder: TextEmbedder | None,
+        query: str,
+        *,
+        k: int = 5,
+        collection: str | None = None,
+        collections: Sequence[str] | None = None,
+    ) -> SearchResponse:
+        """``search`` with ``embedder``'s query vector and relevance threshold (None: keywords only): how a typed
+        query meets the embedding model, the same for the app and the CLI."""
+        return self.search(
+            query,
+            embedder.embed_query(query) if embedder is not None else None,
+            embedder.model_id if embedder is not None else None,
+            k=k,
+            collection=collection,
+            collections=collections,
+            min_similarity=embedder.family.min_similarity if embedder is not None else None,
+        )
 
     def _keyword_ranking(self, query: str, collection_ids: frozenset[int] | None) -> list[int]:
         terms = query_terms(query)

@@ -370,15 +370,8 @@ class DocsWorker(QObject):
             self.searchFailed.emit(request.request_id, "The document index is not available.")
             return
         try:
-            embedder = self._embedder
-            vector = embedder.embed_query(request.query) if embedder is not None else None
-            response = self._searcher.search(
-                request.query,
-                vector,
-                embedder.model_id if embedder is not None else None,
-                k=request.k,
-                collections=request.collections,
-                min_similarity=embedder.family.min_similarity if embedder is not None else None,
+            response = self._searcher.search_with(
+                self._embedder, request.query, k=request.k, collections=request.collections
             )
         except Exception as exc:
             self.searchFailed.emit(request.request_id, f"Search failed: {exc}")
