@@ -21,9 +21,9 @@ from enclave.docs.prompt import NOTHING_FOUND
 from enclave.paths import app_paths
 from enclave.settings.settings import Settings, SettingsStore
 from enclave.storage.chats import ChatStore, MessageStatus
-from enclave.ui.chat_session import NOTHING_RELEVANT
 from enclave.ui.documents_dialog import DocumentsDialog
 from enclave.ui.main_window import MainWindow
+from enclave.ui.sources_view import NOTHING_RELEVANT
 from enclave.workers.docs_worker import DocsController, running_controllers
 from enclave.workers.engine_worker import EngineController
 from fakes import Script, ScriptedBackend

@@ -8,6 +8,7 @@ with the desktop's default application, at its first page.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -43,8 +44,11 @@ _EXECUTABLES = {
 }
 
 
+@functools.cache
 def default_pdf_app() -> str | None:
-    """The desktop's default PDF application id on Linux (``xdg-mime``), lower-cased, or None."""
+    """The desktop's default PDF application id on Linux (``xdg-mime``), lower-cased, or None.
+
+    Asked once per run: it starts a shell script, and the caller is a click on the GUI thread."""
     xdg_mime = shutil.which("xdg-mime")
     if xdg_mime is None:
         return None

@@ -23,6 +23,7 @@ from enclave.engine.types import ChatMessage, Finished, FinishReason, Generation
 from enclave.settings.settings import Settings
 from enclave.storage.chats import ChatStore, Conversation, Message, MessageSource, MessageStats, MessageStatus
 from enclave.ui.message_card import MessageCard
+from enclave.ui.sources_view import NO_ROOM, NOTHING_RELEVANT
 from enclave.ui.transcript import Transcript
 from enclave.workers.docs_worker import DocsController
 from enclave.workers.engine_worker import EngineController
@@ -33,8 +34,6 @@ SENDABLE = (MessageStatus.COMPLETE, MessageStatus.CANCELLED, MessageStatus.INTER
 SEARCH_K = 8  # passages asked for; overlapping ones are merged and the prompt budget decides how many are sent
 SNIPPET_CHARS = 1200  # of each source, stored with the answer for the sources list
 MESSAGE_OVERHEAD_TOKENS = 8  # role markers and separators the chat template adds around each message
-NOTHING_RELEVANT = "Nothing in this chat's documents matched the question, so this answer does not come from them."
-NO_ROOM = "Matching passages did not fit: this conversation is too long. Start a new chat to answer from documents."
 
 
 def title_from(text: str, words: int = 6) -> str:

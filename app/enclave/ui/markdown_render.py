@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from markdown_it import MarkdownIt
+from markdown_it.common.utils import escapeHtml
+
+from enclave.docs.prompt import CITATION
 
 __all__ = [
     "CodePiece",
@@ -29,8 +32,6 @@ __all__ = [
 
 COPY_SCHEME = "copy"
 CITE_SCHEME = "cite"
-# "[1]", "[1, 3]", "[2; 4]": the forms docs.prompt asks the model to cite sources with
-_CITATION = re.compile(r"\[(\d{1,3}(?:\s*[,;]\s*\d{1,3})*)\]")
 
 
 @dataclass(frozen=True)
@@ -122,21 +123,21 @@ class MarkdownRenderer:
         content = tokens[idx].content
         citations: frozenset[int] = env.get("citations", frozenset())
         if not citations or "[" not in content:
-            return html.escape(content, quote=False)
+            return escapeHtml(content)  # markdown-it's own text rule
         out: list[str] = []
         last = 0
-        for match in _CITATION.finditer(content):
-            out.append(html.escape(content[last : match.start()], quote=False))
+        for match in CITATION.finditer(content):
+            out.append(escapeHtml(content[last : match.start()]))
             parts = re.split(r"(\s*[,;]\s*)", match.group(1))
             linked = [
                 f'<a href="{CITE_SCHEME}:{int(part)}">{part}</a>'
                 if part.isdigit() and int(part) in citations
-                else html.escape(part, quote=False)
+                else escapeHtml(part)
                 for part in parts
             ]
             out.append("[" + "".join(linked) + "]")
             last = match.end()
-        out.append(html.escape(content[last:], quote=False))
+        out.append(escapeHtml(content[last:]))
         return "".join(out)
 
     @staticmethod

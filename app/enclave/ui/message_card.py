@@ -9,7 +9,7 @@ from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QSizePol
 from enclave.docs.prompt import cited_numbers
 from enclave.storage.chats import Message, MessageSource, MessageStats, MessageStatus
 from enclave.ui.markdown_view import MarkdownView
-from enclave.ui.sources_view import SourcesView
+from enclave.ui.sources_view import NOTHING_RELEVANT, SourcesView
 from enclave.ui.style import mute, scaled_font, subtle_background
 from enclave.ui.thinking_section import ThinkingSection
 
@@ -18,7 +18,6 @@ STATUS_TEXT = {
     "Regenerate to get a complete answer.",
     MessageStatus.CANCELLED: "Stopped.",
 }
-NO_SOURCES_NOTE = "Nothing in this chat's documents matched the question, so this answer does not come from them."
 
 
 def stats_text(stats: MessageStats | None, model: str | None) -> str:
@@ -114,7 +113,7 @@ class MessageCard(QFrame):
         card = cls(message.role, message.id, parent)
         card.thinking.set_history(message.reasoning, message.thinking_seconds)
         if message.sources is not None:
-            card.set_sources(message.sources, None if message.sources else NO_SOURCES_NOTE)
+            card.set_sources(message.sources, None if message.sources else NOTHING_RELEVANT)
             card.sources.mark_cited(cited_numbers(message.content))
         card.answer.set_markdown(message.content)
         card.answer.setVisible(bool(message.content))  # an empty view would still take a line of height

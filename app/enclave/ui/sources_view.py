@@ -17,6 +17,8 @@ from enclave.ui.style import mute, muted_text, scaled_font
 
 SNIPPET_PREVIEW_CHARS = 240
 SEARCHING = "Searching this chat's documents…"
+NOTHING_RELEVANT = "Nothing in this chat's documents matched the question, so this answer does not come from them."
+NO_ROOM = "Matching passages did not fit: this conversation is too long. Start a new chat to answer from documents."
 
 
 def _snippet(text: str) -> str:
@@ -108,4 +110,4 @@ class SourcesView(QFrame):
                 row.setToolTip(f"{source.path}\n\n{_snippet(source.snippet)}")
 
 
-__all__ = ["SEARCHING", "SourcesView"]
+__all__ = ["NOTHING_RELEVANT", "NO_ROOM", "SEARCHING", "SourcesView"]
