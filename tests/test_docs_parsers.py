@@ -1,43 +1,41 @@
-"""Document parsing: every real PDF of the shared corpus, each other format, and broken or hostile files."""
+"""Document parsing: every real PDF in tests/data/pdf, each other format, and broken or hostile files."""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 import zipfile
 from pathlib import Path
 
+import pypdfium2 as pdfium
 import pytest
 
 from enclave.docs.isolation import IsolatedParser
 from enclave.docs.limits import Limits
 from enclave.docs.parsers import ParseStatus, clean_text, decode_text, parse_file, parse_many
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "pdf-samples"
-FILES = json.loads((CORPUS / "files.json").read_text())["data"] if CORPUS.is_dir() else []
-needs_corpus = pytest.mark.skipif(not FILES, reason="the shared PDF corpus is not beside this checkout")
-# 1.1 MB in the middle of this file are NUL bytes, the page tree among them; its last trailer has no /Root. PDFium
-# (even with its repair pass) cannot open it; it must be reported as damaged, per file, without stopping the others.
-KNOWN_UNREADABLE = {"017-unreadable-meta-data/unreadablemetadata.pdf"}
+DATA = Path(__file__).parent / "data"
+CORPUS = DATA / "pdf"  # real PDFs from py-pdf/sample-files (CC-BY-SA-4.0, see tests/data/README.md)
+FILES = json.loads((CORPUS / "files.json").read_text())["data"]
+FOUR_PAGES = CORPUS / "004-pdflatex-4-pages" / "pdflatex-4-pages.pdf"
+LIBREOFFICE = CORPUS / "002-trivial-libre-office-writer" / "002-trivial-libre-office-writer.pdf"
 # Scans without a text layer: readable, but there is nothing to index (no OCR); every other PDF must yield text.
 IMAGE_ONLY = {
-    "007-imagemagick-images/imagemagick-ASCII85Decode.pdf",
     "007-imagemagick-images/imagemagick-images.pdf",
     "007-imagemagick-images/imagemagick-CCITTFaxDecode.pdf",
-    "007-imagemagick-images/imagemagick-lzw.pdf",
-    "019-grayscale-image/grayscale-image.pdf",
-    "023-cmyk-image/cmyk-image.pdf",
 }
 
 
-@needs_corpus
-def test_files_json_lists_every_pdf_of_the_corpus() -> None:
+def test_files_json_and_the_readme_list_every_pdf_in_tests_data() -> None:
     on_disk = {str(p.relative_to(CORPUS)) for p in CORPUS.rglob("*.pdf")}
-    assert on_disk == {e["path"] for e in FILES}
+    assert len(on_disk) >= 15 and on_disk == {e["path"] for e in FILES}
+    assert {e["path"] for e in FILES if e["encrypted"]} and IMAGE_ONLY.issubset(on_disk)
+    readme = (DATA / "README.md").read_text()
+    assert all(f"`{path}`" in readme for path in on_disk)  # each copied file has its attribution
 
 
-@needs_corpus
 @pytest.mark.parametrize("entry", FILES, ids=lambda e: e["path"])
 def test_every_corpus_pdf_gives_its_pages_or_a_clear_status(entry: dict[str, object]) -> None:
     result = parse_file(CORPUS / str(entry["path"]))
@@ -45,9 +43,6 @@ def test_every_corpus_pdf_gives_its_pages_or_a_clear_status(entry: dict[str, obj
         assert result.status is ParseStatus.ENCRYPTED
         assert result.error is not None and "password" in result.error
         assert not result.pages
-        return
-    if entry["path"] in KNOWN_UNREADABLE:
-        assert result.status is ParseStatus.DAMAGED and result.error and "could not be opened" in result.error
         return
     assert result.page_count == entry["pages"]
     if entry["path"] in IMAGE_ONLY:
@@ -58,20 +53,80 @@ def test_every_corpus_pdf_gives_its_pages_or_a_clear_status(entry: dict[str, obj
         assert all(p.text.strip() for p in result.pages)
 
 
-@needs_corpus
-def test_page_numbers_follow_the_pdf() -> None:
-    result = parse_file(CORPUS / "004-pdflatex-4-pages" / "pdflatex-4-pages.pdf")
+def test_page_numbers_follow_the_pdf(tmp_path: Path) -> None:
+    result = parse_file(FOUR_PAGES)
     assert result.status is ParseStatus.OK
     assert [p.number for p in result.pages] == [1, 2, 3, 4]
-    big = parse_file(CORPUS / "009-pdflatex-geotopo" / "GeoTopo-komprimiert.pdf")
-    assert big.status is ParseStatus.OK and big.page_count == 117
-    assert [p.number for p in big.pages] == sorted({p.number for p in big.pages})
-    assert all("\r" not in p.text and "\x00" not in p.text for p in big.pages)
+    # A long document: real pages from four producers' files (pdfTeX, two-column, rotated Arabic, Google Docs), three
+    # rounds, each file followed by a blank page, so blank pages are left out but never shift the numbers after them.
+    sources = [
+        FOUR_PAGES,
+        CORPUS / "026-latex-multicolumn" / "multicolumn.pdf",
+        CORPUS / "015-arabic" / "habibi-rotated.pdf",
+        CORPUS / "011-google-doc-document" / "google-doc-document.pdf",
+    ]
+    source_text = {s: [p.text for p in parse_file(s).pages] for s in sources}
+    expected: dict[int, str] = {}
+    long_pdf = pdfium.PdfDocument.new()
+    for _ in range(3):
+        for source in sources:
+            pdf = pdfium.PdfDocument(str(source))
+            for index in range(len(pdf)):
+                long_pdf.import_pages(pdf, [index])
+                expected[len(long_pdf)] = source_text[source][index]
+            pdf.close()
+            long_pdf.new_page(612, 792)  # blank
+    page_count = len(long_pdf)
+    long_pdf.save(str(tmp_path / "long.pdf"))
+    long_pdf.close()
+    assert page_count == 48 and len(expected) == 36
+    big = parse_file(tmp_path / "long.pdf")
+    assert big.status is ParseStatus.OK and big.page_count == page_count  # the blank last page counts too
+    assert [p.number for p in big.pages] == sorted(expected)
+    assert {p.number: p.text for p in big.pages} == expected  # each page's own text, under its own number
+    assert "\r\n" in raw_text(FOUR_PAGES, 0)  # PDFium ends its lines with CRLF ...
+    assert all("\r" not in p.text and "\x00" not in p.text for p in big.pages)  # ... which are cleaned away
 
 
-@needs_corpus
+def raw_text(path: Path, index: int) -> str:
+    """A page's text as PDFium gives it, before any cleaning."""
+    pdf = pdfium.PdfDocument(str(path))
+    try:
+        textpage = pdf[index].get_textpage()
+        text: str = textpage.get_text_bounded()
+        textpage.close()
+        return text
+    finally:
+        pdf.close()
+
+
+def unreadable_copy(path: Path) -> bytes:
+    """The PDF with its catalog and page tree wiped with NUL bytes and no /Root in its trailer: the damage of
+    py-pdf/sample-files' 017-unreadable-meta-data (2.8 MB, too big to keep here), on a small file."""
+    data = bytearray(path.read_bytes())
+    wiped = 0
+    for obj in re.finditer(rb"\d+ 0 obj\b.*?endobj", bytes(data), re.S):
+        if re.search(rb"/Type\s*/(Catalog|Pages)\b", obj.group()):
+            data[obj.start() : obj.end()] = bytes(obj.end() - obj.start())
+            wiped += 1
+    assert wiped == 2, "the catalog and the page tree"
+    return re.sub(rb"/Root \d+ 0 R", lambda m: b" " * len(m.group()), bytes(data))
+
+
+def test_unreadable_pdf_is_reported_as_damaged_without_stopping_the_others(tmp_path: Path) -> None:
+    (tmp_path / "unreadable.pdf").write_bytes(unreadable_copy(LIBREOFFICE))
+    (tmp_path / "good.pdf").write_bytes(LIBREOFFICE.read_bytes())
+    (tmp_path / "four.pdf").write_bytes(FOUR_PAGES.read_bytes())
+    results = {Path(r.path).name: r for r in parse_many(sorted(tmp_path.iterdir()))}
+    unreadable = results["unreadable.pdf"]
+    assert unreadable.status is ParseStatus.DAMAGED and "could not be opened" in str(unreadable.error)
+    assert not unreadable.pages
+    assert results["good.pdf"].status is ParseStatus.OK and results["good.pdf"].page_count == 1
+    assert results["four.pdf"].status is ParseStatus.OK and results["four.pdf"].page_count == 4
+
+
 def test_truncated_pdf_is_reported_as_damaged(tmp_path: Path) -> None:
-    data = (CORPUS / "004-pdflatex-4-pages" / "pdflatex-4-pages.pdf").read_bytes()
+    data = FOUR_PAGES.read_bytes()
     for fraction in (0.1, 0.5, 0.9):
         path = tmp_path / f"cut-{fraction}.pdf"
         path.write_bytes(data[: int(len(data) * fraction)])
@@ -247,12 +302,10 @@ def test_limits(tmp_path: Path) -> None:
     path.write_text("word " * 1000)
     assert parse_file(path, Limits(max_text_file_bytes=100)).status is ParseStatus.TOO_LARGE
     assert parse_file(path, Limits(max_chars=100)).status is ParseStatus.TOO_LARGE
-    if FILES:
-        pdf = CORPUS / "004-pdflatex-4-pages" / "pdflatex-4-pages.pdf"
-        assert parse_file(pdf, Limits(max_file_bytes=1000)).status is ParseStatus.TOO_LARGE
-        assert parse_file(pdf, Limits(max_pages=2)).status is ParseStatus.TOO_LARGE
-        timed_out = parse_file(pdf, Limits(max_seconds=0))
-        assert timed_out.status is ParseStatus.TIMEOUT and "longer than" in str(timed_out.error)
+    assert parse_file(FOUR_PAGES, Limits(max_file_bytes=1000)).status is ParseStatus.TOO_LARGE
+    assert parse_file(FOUR_PAGES, Limits(max_pages=2)).status is ParseStatus.TOO_LARGE
+    timed_out = parse_file(FOUR_PAGES, Limits(max_seconds=0))
+    assert timed_out.status is ParseStatus.TIMEOUT and "longer than" in str(timed_out.error)
 
 
 # --- reading in a child process -----------------------------------------------------------------------------------
@@ -296,12 +349,13 @@ def test_isolated_reader_survives_hangs_and_crashes(tmp_path: Path) -> None:
         parser.close()
 
 
-@needs_corpus
-def test_the_real_reader_process_matches_in_process_parsing() -> None:
+def test_the_real_reader_process_matches_in_process_parsing(tmp_path: Path) -> None:
+    unreadable = tmp_path / "unreadable.pdf"
+    unreadable.write_bytes(unreadable_copy(LIBREOFFICE))
+    paths = [CORPUS / e["path"] for e in FILES] + [unreadable]
     parser = IsolatedParser()  # `python -m enclave docs parse-server`, as the app and the CLI use it
     try:
-        for entry in FILES[:6]:
-            path = CORPUS / entry["path"]
+        for path in paths:  # every status: ok, encrypted, no text, damaged
             assert parser.parse(path) == parse_file(path)
     finally:
         parser.close()
