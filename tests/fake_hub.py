@@ -2,13 +2,15 @@
 
 It answers what huggingface_hub's ``model_info(files_metadata=True)`` asks (``/api/models/{repo}/revision/{rev}``)
 and serves ``/{repo}/resolve/{rev}/{path}`` with Range support, plus faults on demand: drop the connection after N
-bytes, flip one byte, answer with an HTML page, refuse with 401, or ignore Range.
+bytes, flip one byte, answer with an HTML page, refuse with 401, or ignore Range. ``write_tiny_gguf`` makes small but
+valid model files for it to serve (downloads get the same GGUF header check as imports, so random bytes are refused).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -17,6 +19,28 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def write_tiny_gguf(path: Path, data_bytes: int = 3 * 1024 * 1024, *, shards: int = 1) -> list[Path]:
+    """A small, valid GGUF written with gguf-py: F32 tensors filled with random bytes (so a byte served at the wrong
+    offset still changes the sha256), ``data_bytes`` of tensor data in all. With ``shards`` > 1 it is a llama.cpp-style
+    split (``stem-00001-of-0000N.gguf`` beside ``path``, one tensor per shard, ``split.*`` keys); returns every file."""
+    import gguf
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = gguf.GGUFWriter(str(path), arch="llama", split_max_tensors=1 if shards > 1 else 0)
+    writer.add_name(path.stem)
+    per_tensor = data_bytes // shards // 4
+    for i in range(shards):
+        writer.add_tensor(f"blk.{i}.ffn_up.weight", np.frombuffer(os.urandom(per_tensor * 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    if shards == 1:
+        return [path]
+    return [path.with_name(f"{path.stem}-{i:05d}-of-{shards:05d}.gguf") for i in range(1, shards + 1)]
 
 
 @dataclass

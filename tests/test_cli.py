@@ -28,12 +28,42 @@ def test_version() -> None:
     assert result.stdout.strip() == f"Enclave {__version__}"
 
 
-def test_chat_streams_the_answer_to_stdout(gemma_path: Path) -> None:
-    result = enclave("chat", "--model", str(gemma_path), "--max-tokens", "12", "--seed", "3", "Name a fruit.")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip()
+def test_chat_streams_the_answer_to_stdout(gemma_path: Path, tmp_path: Path) -> None:
+    # Greedy and single-threaded, so the streamed run and the --json run below produce the same tokens.
+    settings = ["--model", str(gemma_path), "--max-tokens", "24", "--temperature", "0", "--seed", "3", "--threads", "1"]
+    prompt = "Tell me about the ocean."
+    stderr_path = tmp_path / "stderr.txt"
+    pieces: list[tuple[bytes, bool]] = []  # (what one read returned, whether the process was still running after it)
+    with stderr_path.open("wb") as stderr:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "enclave", "chat", *settings, prompt],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert child.stdout is not None
+        try:
+            while piece := os.read(child.stdout.fileno(), 65536):  # returns whatever has arrived, as it arrives
+                pieces.append((piece, child.poll() is None))
+            assert child.wait(timeout=120) == 0, stderr_path.read_text()
+        finally:
+            child.kill()
+            child.wait()
+            child.stdout.close()
+    streamed = b"".join(piece for piece, _ in pieces).decode()
+    assert streamed.endswith("\n") and streamed.strip()
+    # The answer came in several pieces, and they were readable while the model was still generating.
+    words_while_running = [piece for piece, running in pieces if running and piece.strip()]
+    assert len(words_while_running) >= 2, pieces
+    # Put together, the pieces are exactly the answer the same settings give as one JSON object.
+    answer = enclave("chat", *settings, "--json", prompt)
+    assert answer.returncode == 0, answer.stderr
+    data = json.loads(answer.stdout)
+    assert data["finish_reason"] == "length" and data["stats"]["completion_tokens"] == 24
+    assert streamed == data["content"] + "\n"
     # llama.cpp's own log lines are routed to logging, not dumped between the model's words.
-    assert "llama_" not in result.stderr and "ggml" not in result.stderr
+    errors = stderr_path.read_text()
+    assert "llama_" not in errors and "ggml" not in errors
 
 
 def test_chat_json_has_reasoning_content_and_stats(gemma_path: Path) -> None:

@@ -1,4 +1,8 @@
-"""Model downloads against a local fake Hub on 127.0.0.1: resume, verify, refuse bad answers, never half a file."""
+"""Model downloads against a local fake Hub on 127.0.0.1: resume, verify, refuse bad answers, never half a file.
+
+The Hub serves real (tiny) GGUFs: a download is verified by its sha256 and then by the header check an import gets, so
+random bytes under a .gguf name are refused even when their sha256 matches.
+"""
 
 from __future__ import annotations
 
@@ -22,23 +26,24 @@ from enclave.models.downloader import (
     DownloadError,
     DownloadPaused,
     DownloadProgress,
+    NotAModelError,
     download_files,
     final_path,
     partial_path,
 )
 from enclave.models.hub_client import HubError, OfflineError, RemoteFile, fetch_snapshot
 from enclave.models.installed import ModelRegistry, download_entry
-from fake_hub import COMMIT, FakeHub
+from fake_hub import COMMIT, FakeHub, write_tiny_gguf
 
 REPO = "acme/tiny-GGUF"
-SIZE = 3 * 1024 * 1024 + 123
+SIZE = 3 * 1024 * 1024 + 123  # tensor data of the served model; the file is a little larger (its header)
 
 
 @pytest.fixture
 def blob(tmp_path: Path) -> Path:
     path = tmp_path / "served" / "tiny.gguf"
     path.parent.mkdir()
-    path.write_bytes(os.urandom(SIZE))
+    write_tiny_gguf(path, SIZE)
     return path
 
 
@@ -91,7 +96,7 @@ def test_full_download_is_verified_and_moved_into_place(hub: FakeHub, blob: Path
     assert path == final_path(models_dir(tmp_path), REPO, "tiny.gguf")
     assert path.read_bytes() == blob.read_bytes()
     assert not partial_path(models_dir(tmp_path), REPO, "tiny.gguf").exists()
-    assert seen and seen[-1].bytes_done == seen[-1].bytes_total == SIZE
+    assert seen and seen[-1].bytes_done == seen[-1].bytes_total == blob.stat().st_size
     # Downloads use the resolved commit, so a re-upload cannot change the file midway.
     assert all(f"/resolve/{COMMIT}/" in r[1] for r in resolve_requests(hub))
 
@@ -210,12 +215,12 @@ def test_offline_mode_touches_no_network(hub: FakeHub, monkeypatch: pytest.Monke
 
 def test_multi_shard_model_registers_only_when_every_shard_is_verified(hub: FakeHub, tmp_path: Path) -> None:
     entry = next(e for e in load_catalog().chat() if e.is_split)
+    local_shards = write_tiny_gguf(tmp_path / "served-split" / "Tiny.gguf", 400_000, shards=2)
     shards = []
-    for i, catalog_file in enumerate(entry.files[:2]):
-        local = tmp_path / f"shard{i}"
-        local.write_bytes(os.urandom(200_000 + i))
-        hub.add("acme/split-GGUF", catalog_file.path, local)
-        shards.append(CatalogFile(catalog_file.path, local.stat().st_size, None))
+    for local in local_shards:
+        path = f"UD-TQ1_0/{local.name}"  # Tiny-00001-of-00002.gguf, Tiny-00002-of-00002.gguf
+        hub.add("acme/split-GGUF", path, local)
+        shards.append(CatalogFile(path, local.stat().st_size, None))
     test_entry = replace(entry, id="test-split", repo_id="acme/split-GGUF", files=tuple(shards))
     registry = ModelRegistry(tmp_path / "models.json")
     hub.faults.corrupt_at = 100
@@ -225,8 +230,40 @@ def test_multi_shard_model_registers_only_when_every_shard_is_verified(hub: Fake
     hub.faults.corrupt_at = None
     model = download_entry(registry, test_entry, models_dir(tmp_path))
     assert len(model.paths) == 2 and model.verified and model.source == "catalog"
+    assert [Path(p).read_bytes() for p in model.paths] == [local.read_bytes() for local in local_shards]
     assert registry.active("chat") == model
     assert ModelRegistry(tmp_path / "models.json").get("test-split") == model  # persisted
+
+
+def test_random_bytes_under_a_gguf_name_are_refused_even_with_a_matching_sha256(hub: FakeHub, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(os.urandom(SIZE))
+    hub.add(REPO, "junk.gguf", junk)
+    entry = next(e for e in load_catalog().chat() if not e.is_split)
+    test_entry = replace(entry, id="test-junk", repo_id=REPO, files=(CatalogFile("junk.gguf", SIZE, None),))
+    registry = ModelRegistry(tmp_path / "models.json")
+    with pytest.raises(NotAModelError) as refused:
+        download_entry(registry, test_entry, models_dir(tmp_path))
+    message = str(refused.value)
+    assert message.startswith("The download of junk.gguf was refused and the file deleted")
+    assert "its sha256 matches the Hub's" in message and "junk.gguf is not a GGUF model file" in message
+    assert hub.bytes_sent == SIZE  # it was downloaded in full and verified; only the header check stopped it
+    assert not final_path(models_dir(tmp_path), REPO, "junk.gguf").exists()
+    assert not partial_path(models_dir(tmp_path), REPO, "junk.gguf").exists()
+    assert registry.models() == [] and ModelRegistry(tmp_path / "models.json").models() == []
+
+
+def test_a_split_model_with_one_shard_that_is_not_a_model_is_refused(hub: FakeHub, tmp_path: Path) -> None:
+    good, _second = write_tiny_gguf(tmp_path / "served-split" / "Tiny.gguf", 400_000, shards=2)
+    junk = tmp_path / "junk"
+    junk.write_bytes(os.urandom(200_000))
+    files = [RemoteFile(good.name, good.stat().st_size, None), RemoteFile("Tiny-00002-of-00002.gguf", 200_000, None)]
+    hub.add(REPO, good.name, good)
+    hub.add(REPO, files[1].path, junk)
+    with pytest.raises(NotAModelError, match=r"Tiny-00002-of-00002\.gguf is not a GGUF model file"):
+        download_files(REPO, COMMIT, files, models_dir(tmp_path))
+    assert not final_path(models_dir(tmp_path), REPO, files[1].path).exists()
+    assert final_path(models_dir(tmp_path), REPO, good.name).read_bytes() == good.read_bytes()  # the good part stays
 
 
 def test_real_model_end_to_end(hub: FakeHub, gemma_path: Path, tmp_path: Path) -> None:

@@ -245,26 +245,63 @@ def test_truncated_gguf_is_reported(gemma_path: Path, tmp_path: Path) -> None:
     assert engine.model is None
 
 
-def test_damaged_tensor_data_is_reported_by_llama_cpp(gemma_path: Path, tmp_path: Path) -> None:
-    # A header that is intact but whose tensor data is cut short: the reader's extent check catches it too.
+def test_tensor_data_cut_short_is_refused_by_the_header_check(gemma_path: Path, tmp_path: Path) -> None:
+    # The header is intact, only the end of the tensor data is missing: our header check (gguf_check, through the
+    # validating reader's tensor-extent check) refuses the file before llama.cpp is asked to open it.
+    from enclave.engine.gguf_check import check_gguf_file
+
     data = gemma_path.read_bytes()
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(data[: len(data) - 1024])
+    with pytest.raises(ModelLoadError) as by_the_check:
+        check_gguf_file(cut)
+    assert str(by_the_check.value).startswith(f"cut.gguf: the file is incomplete ({len(data) - 1024:,} of ")
     engine = LlamaCppBackend()
-    with pytest.raises(ModelLoadError, match=r"cut\.gguf"):
+    with pytest.raises(ModelLoadError) as by_the_engine:
         engine.load(LoadRequest(path=str(cut)))
+    assert str(by_the_engine.value) == str(by_the_check.value)  # the header check's words, not llama.cpp's
     assert engine.model is None
 
 
-def test_missing_shards_are_named(tmp_path: Path, gemma_path: Path) -> None:
-    from enclave.engine.gguf_check import _shard_paths
+def _write_split_gguf(first_dir: Path, parts: int) -> list[Path]:
+    """A real llama.cpp-style split GGUF written by gguf-py: one tensor per part, ``split.*`` keys in every part."""
+    import gguf
+    import numpy as np
 
-    first = tmp_path / "R1-UD-IQ1_S-00001-of-00003.gguf"
-    assert [p.name for p in _shard_paths(first, 3)] == [
+    writer = gguf.GGUFWriter(str(first_dir / "R1-UD-IQ1_S.gguf"), arch="llama", split_max_tensors=1)
+    writer.add_name("R1 split")
+    for i in range(parts):
+        writer.add_tensor(f"blk.{i}.ffn_up.weight", np.full(64, i, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return sorted(first_dir.glob("R1-UD-IQ1_S-*-of-*.gguf"))
+
+
+def test_missing_shards_are_named(tmp_path: Path) -> None:
+    from enclave.engine.gguf_check import check_gguf_file
+
+    first, second, third = _write_split_gguf(tmp_path, 3)
+    assert [p.name for p in (first, second, third)] == [
         "R1-UD-IQ1_S-00001-of-00003.gguf",
         "R1-UD-IQ1_S-00002-of-00003.gguf",
         "R1-UD-IQ1_S-00003-of-00003.gguf",
     ]
+    check_gguf_file(first)  # every part present: the header check has nothing to say
+    second.unlink()
+    third.unlink()
+    engine = LlamaCppBackend()
+    with pytest.raises(ModelLoadError) as both_missing:
+        engine.load(LoadRequest(path=str(first)))
+    assert str(both_missing.value) == (
+        "R1-UD-IQ1_S-00001-of-00003.gguf is part 1 of a 3-part model, but these parts are missing: "
+        "R1-UD-IQ1_S-00002-of-00003.gguf, R1-UD-IQ1_S-00003-of-00003.gguf. Put all parts in the same folder."
+    )
+    assert engine.model is None
+    _write_split_gguf(tmp_path, 3)[1].unlink()  # only the second part missing: only it is named
+    with pytest.raises(ModelLoadError, match=r"these parts are missing: R1-UD-IQ1_S-00002-of-00003\.gguf\. Put"):
+        engine.load(LoadRequest(path=str(first)))
 
 
 def test_cancel_from_another_thread(backend: LlamaCppBackend) -> None:

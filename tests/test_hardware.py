@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import io
 import json
+import os
+import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -14,24 +18,80 @@ from enclave.models import cli_commands, hardware
 from enclave.models.hardware import GIB, Hardware, bandwidth_for, probe_hardware
 
 
-def test_probe_on_this_machine(tmp_path: Path) -> None:
-    hw = probe_hardware(tmp_path / "not" / "yet" / "models")
-    assert hw.ram_total > 0 and 0 < hw.ram_available <= hw.ram_total
-    assert hw.cpu_cores >= 1 and hw.cpu_threads >= hw.cpu_cores
-    assert hw.disk_free is not None and hw.disk_free > 0  # measured on the disk the folder will live on
-    if not hw.gpus:
-        assert any("no GPU found" in note for note in hw.notes)
-    json.dumps(hw.to_dict())
+def _meminfo_kib(key: str) -> int:
+    match = re.search(rf"^{key}:\s+(\d+) kB$", Path("/proc/meminfo").read_text(), re.MULTILINE)
+    assert match is not None
+    return int(match.group(1))
 
 
-def test_llama_cpp_probe_reports_this_build() -> None:
-    offload, gpus = hardware._probe_llama_cpp()
+def _ggml_devices() -> list[tuple[str, int, str]]:
+    """(name, type, description) of every device in llama.cpp's own ggml backend registry, asked directly."""
     import llama_cpp
 
+    lib_dir = Path(llama_cpp.__file__).parent / "lib"
+    [path] = [lib_dir / n for n in ("libggml.so", "libggml.dylib", "ggml.dll") if (lib_dir / n).exists()]
+    lib = ctypes.CDLL(str(path))
+    lib.ggml_backend_dev_count.restype = ctypes.c_size_t
+    lib.ggml_backend_dev_get.restype, lib.ggml_backend_dev_get.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    lib.ggml_backend_dev_type.restype, lib.ggml_backend_dev_type.argtypes = ctypes.c_int, [ctypes.c_void_p]
+    for fn in (lib.ggml_backend_dev_name, lib.ggml_backend_dev_description):
+        fn.restype, fn.argtypes = ctypes.c_char_p, [ctypes.c_void_p]
+    devices = []
+    for i in range(lib.ggml_backend_dev_count()):
+        dev = lib.ggml_backend_dev_get(i)
+        name, description = lib.ggml_backend_dev_name(dev), lib.ggml_backend_dev_description(dev)
+        devices.append((name.decode(), lib.ggml_backend_dev_type(dev), description.decode()))
+    return devices
+
+
+DEV_CPU, DEV_GPU, DEV_IGPU = 0, 1, 2  # enum ggml_backend_dev_type
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="compares with /proc on Linux")
+def test_probe_measures_this_machine(tmp_path: Path) -> None:
+    hw = probe_hardware(tmp_path / "not" / "yet" / "models")
+    assert hw.ram_total == _meminfo_kib("MemTotal") * 1024
+    assert 0 < hw.ram_available <= hw.ram_total
+    assert hw.cpu_threads == os.cpu_count()
+    processors = [
+        {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in block.splitlines())}
+        for block in Path("/proc/cpuinfo").read_text().split("\n\n")
+        if block.strip()
+    ]
+    cores = {(p.get("physical id", "0"), p["core id"]) for p in processors if "core id" in p}
+    assert hw.cpu_cores == (len(cores) or os.cpu_count())  # physical cores where the kernel lists them
+    flags = set((processors[0].get("flags") or processors[0].get("Features", "")).split())
+    assert set(hw.cpu_features) == flags & set(hardware.INTERESTING_FLAGS)
+    # The models folder does not exist yet: the free space is that of the disk it will live on.
+    assert hw.disk_free is not None and abs(hw.disk_free - shutil.disk_usage(tmp_path).free) < GIB
+    assert hw.models_dir == str(tmp_path / "not" / "yet" / "models") and not hw.hypothetical
+    assert json.loads(json.dumps(hw.to_dict()))["ram_total"] == hw.ram_total
+
+
+def test_llama_cpp_probe_reports_exactly_the_gpu_devices_of_this_build() -> None:
+    import llama_cpp
+
+    devices = _ggml_devices()
+    assert any(kind == DEV_CPU and name == "CPU" for name, kind, _ in devices), devices  # every build has the CPU
+    offload, gpus = hardware._probe_llama_cpp()
     assert offload == bool(llama_cpp.llama_supports_gpu_offload())
-    if not offload:
-        assert gpus == []  # the portable CPU build has only the CPU device
-    assert all(g.total_bytes > 0 for g in gpus)
+    # The CPU device is not a GPU: only GPU and integrated-GPU devices are reported, in the registry's order.
+    assert [g.name for g in gpus] == [desc or name for name, kind, desc in devices if kind in (DEV_GPU, DEV_IGPU)]
+    assert all(g.source == "llama.cpp" and g.total_bytes > 0 for g in gpus)
+
+
+def test_cpu_only_build_on_a_machine_without_a_gpu_reports_none_and_says_why(tmp_path: Path) -> None:
+    devices = _ggml_devices()
+    if any(kind in (DEV_GPU, DEV_IGPU) for _, kind, _ in devices):
+        pytest.skip(f"this llama.cpp build has a GPU device: {devices}")
+    if hardware._probe_nvml() or hardware._nvidia_driver_names() or hardware._probe_amd_sysfs():
+        pytest.skip("this machine has a GPU that another source reports")
+    assert any(kind == DEV_CPU for _, kind, _ in devices)
+    assert hardware._probe_llama_cpp()[1] == []
+    hw = probe_hardware(tmp_path)
+    assert hw.gpus == () and not hw.has_gpu and hw.total_vram == 0
+    assert hw.notes == ("no GPU found: no source reported one",)
+    assert "GPU:   none found\n" in cli_commands.describe_hardware(hw)
 
 
 def test_every_probe_failing_degrades_to_no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -139,11 +199,12 @@ def _run(*argv: str) -> tuple[int, str]:
 
 
 def test_hardware_command(tmp_path: Path) -> None:
-    code, text = _run("hardware", "--models-dir", str(tmp_path))
-    assert code == 0 and "RAM:" in text and "CPU:" in text and str(tmp_path) in text
+    code, first_text = _run("hardware", "--models-dir", str(tmp_path))
+    assert code == 0 and "RAM:" in first_text and "CPU:" in first_text and str(tmp_path) in first_text
     code, text = _run("hardware", "--json", "--models-dir", str(tmp_path))
     data = json.loads(text)
     assert code == 0 and data["ram_total"] > 0 and data["models_dir"] == str(tmp_path)
+    assert f"{data['cpu_cores']} cores, {data['cpu_threads']} threads" in first_text
 
 
 def test_hardware_command_in_a_process(tmp_path: Path) -> None:
@@ -162,4 +223,7 @@ def test_hardware_command_in_a_process(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["cpu_threads"] >= 1
+    data = json.loads(result.stdout)
+    assert data["cpu_threads"] == os.cpu_count() and data["models_dir"] == str(tmp_path)
+    if sys.platform.startswith("linux"):
+        assert data["ram_total"] == _meminfo_kib("MemTotal") * 1024

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from enclave.models.hardware import Hardware
 from enclave.models.installed import ModelRegistry
 from enclave.ui.models_dialog import ModelsDialog
 from enclave.workers.download_worker import DownloadController
-from fake_hub import FakeHub
+from fake_hub import FakeHub, write_tiny_gguf
 
 GPU_8GB = Hardware.from_numbers(vram_gib=8, ram_gib=32, bandwidth_gbs=450)
 
@@ -40,8 +39,7 @@ def test_recommends_downloads_and_uses_a_model(setup: tuple[ModelsDialog, FakeHu
     assert rec is not None and "Qwen3 8B" in rec.entry.display_name and rec.entry.quant.startswith("Q4")
     assert rec.entry.display_name in dialog.recommend_label.text()
     assert dialog.recommend_button.isEnabled() and dialog.recommend_button.text().startswith("Download")
-    served = tmp_path / "served.gguf"
-    served.write_bytes(os.urandom(3_000_000))
+    [served] = write_tiny_gguf(tmp_path / "served.gguf", 3_000_000)
     hub.add(rec.entry.repo_id, rec.entry.files[0].path, served)  # a small stand-in under the real repo name
     progress: list[int] = []
     dialog.progress.valueChanged.connect(progress.append)

@@ -4,6 +4,11 @@ Each file streams into ``<models>/.partial/<repo>/<path>.part`` with HTTP Range,
 connection, a pause, a killed app) continues where it stopped; huggingface-hub's own downloader may start again
 from zero. The sha256 is computed while writing (and over the existing part when resuming) and checked before the
 file is moved into place with an atomic rename: a file under its final name is always complete and verified.
+
+A matching sha256 proves only that the bytes are the ones the Hub published, not that they are a model. So, before
+``download_files`` returns (and so before anything is registered), every ``.gguf`` among the files gets the same header
+check an imported model gets (``engine.gguf_check.check_gguf_file``: magic, version, counts, every tensor inside the
+file, every shard present); a file that fails it is deleted and the download refused with the reason.
 """
 
 from __future__ import annotations
@@ -49,6 +54,10 @@ class DownloadCancelled(DownloadError):
 
 class DownloadPaused(DownloadError):
     pass
+
+
+class NotAModelError(DownloadError):
+    """The file arrived intact (its sha256 matches the Hub's) but is not a usable GGUF model."""
 
 
 @dataclass
@@ -139,8 +148,28 @@ def download_files(
     paths = []
     for index, remote in enumerate(files):
         paths.append(_download_one(repo_id, commit, remote, models_dir, index, token, control, meter))
+    _check_models(files, paths)
     meter.update(files[-1].path if files else "", len(files) - 1, 0, force=True)
     return paths
+
+
+def _check_models(files: Sequence[RemoteFile], paths: Sequence[Path]) -> None:
+    """The header check an imported model gets, on every downloaded ``.gguf`` (also those kept from an earlier run,
+    so a file moved into place just before a crash is checked too). It runs once all shards are in place, because the
+    first shard's check asks for every other one. A file that fails is deleted; nothing has been registered yet."""
+    from enclave.engine.gguf_check import ModelLoadError, check_gguf_file
+
+    for remote, path in zip(files, paths, strict=True):
+        if path.suffix.lower() != ".gguf":
+            continue
+        try:
+            check_gguf_file(path)
+        except ModelLoadError as exc:
+            path.unlink(missing_ok=True)
+            raise NotAModelError(
+                f"The download of {remote.path} was refused and the file deleted: it arrived intact (its sha256 "
+                f"matches the Hub's) but it is not a usable model. {exc}"
+            ) from exc
 
 
 def _download_one(
