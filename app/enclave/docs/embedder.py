@@ -95,7 +95,7 @@ class Embedder:
         self, model_path: Path, *, n_threads: int | None = None, batch_tokens: int = DEFAULT_BATCH_TOKENS
     ) -> None:
         from enclave.engine.gguf_check import check_gguf_file
-        from enclave.engine.llama_backend import _route_llama_logs
+        from enclave.engine.llama_runtime import init_llama_runtime, open_llama
         from enclave.engine.types import ModelLoadError
         from enclave.models.gguf import GGUFError, read_gguf_header
 
@@ -111,7 +111,7 @@ class Embedder:
                 f"{model_path.name} is not an embedding model (architecture {architecture or 'unknown'}). Choose an "
                 "embedding model such as all-MiniLM-L6-v2, bge-small-en-v1.5 or nomic-embed-text."
             )
-        _route_llama_logs()
+        init_llama_runtime()
         self.path = model_path
         self.name = header.name or model_path.stem
         self.family = detect_family(self.name, model_path.name, architecture)
@@ -122,10 +122,8 @@ class Embedder:
         self.batch_tokens = max(batch_tokens, self.max_input_tokens)  # one whole input always fits a batch
         threads = n_threads or default_threads()
         self.n_threads = threads
-        from llama_cpp import Llama
-
         try:
-            self._llm: Any = Llama(
+            self._llm: Any = open_llama(
                 model_path=str(model_path),
                 embedding=True,
                 n_ctx=self.batch_tokens,

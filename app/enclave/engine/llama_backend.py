@@ -1,9 +1,10 @@
 """The llama-cpp-python backend.
 
 We drive llama.cpp's token loop ourselves instead of ``create_chat_completion`` for three reasons the product needs:
-the prompt is evaluated in small slices so a stop request lands within ~200 ms even on a CPU; the thinking budget and
-"Answer now" inject ``</think>`` into the running sequence; and the KV cache is reused across turns by prefix match
-(the same rule llama-cpp-python's ``generate`` uses), so turn 8 does not re-read turns 1-7.
+the prompt is read in full batches at llama.cpp's own speed while a stop request still lands within milliseconds
+(llama.cpp's abort callback stops the batch in flight; see ``_PromptWatch``); the thinking budget and "Answer now"
+inject ``</think>`` into the running sequence; and the KV cache is reused across turns by prefix match (the same rule
+llama-cpp-python's ``generate`` uses), so turn 8 does not re-read turns 1-7.
 """
 
 from __future__ import annotations
@@ -11,16 +12,18 @@ from __future__ import annotations
 import codecs
 import ctypes
 import logging
+import math
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from enclave.engine.chat_format import ChatFormat, select_chat_format
 from enclave.engine.context import fit_messages
 from enclave.engine.gguf_check import check_gguf_file
+from enclave.engine.llama_runtime import gpu_devices_present, init_llama_runtime, open_llama
 from enclave.engine.reasoning import ReasoningParser
 from enclave.engine.stop_strings import StopStringMatcher
 from enclave.engine.types import (
@@ -46,37 +49,12 @@ from enclave.engine.types import (
 
 log = logging.getLogger(__name__)
 
-# Each prompt slice should take about this long, so a stop request is honoured quickly during long prompts.
+# Where llama.cpp cannot abort a running batch (GPU backends: only ggml's CPU backend polls the abort callback), the
+# prompt is evaluated in slices sized to take about this long, so a stop request is still honoured quickly.
 PROMPT_SLICE_TARGET_S = 0.12
 FIRST_PROMPT_SLICE = 32
-
-
-_llama_log_callback: Any = None
-_llama_log = logging.getLogger("enclave.llama_cpp")
-
-
-def _route_llama_logs() -> None:
-    """Send llama.cpp's own log lines to Python logging instead of stderr.
-
-    Some of them bypass llama-cpp-python's ``verbose=False`` and would land in the middle of ``enclave chat``'s
-    stderr, where the model's thinking is printed.
-    """
-    global _llama_log_callback
-    if _llama_log_callback is not None:
-        return
-    import llama_cpp
-
-    levels = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}  # ggml_log_level
-
-    @llama_cpp.llama_log_callback
-    def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-        message = text.decode("utf-8", errors="replace").rstrip()
-        if message:
-            # llama.cpp is chatty at INFO and WARNING about normal events; keep those out of the user's console.
-            _llama_log.log(logging.DEBUG if levels.get(level, 0) < logging.ERROR else logging.ERROR, "%s", message)
-
-    _llama_log_callback = callback  # keep a reference: llama.cpp calls it from C for the life of the process
-    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+# How often progress inside a running prompt batch is reported.
+PROGRESS_INTERVAL_S = 0.1
 
 
 def default_threads() -> int:
@@ -92,7 +70,9 @@ class LlamaCppBackend:
         self._info: ModelInfo | None = None
         self._format: ChatFormat | None = None
         self._n_batch = 512
-        _route_llama_logs()
+        self._abortable = True  # every layer on the CPU backend, which polls llama.cpp's abort callback
+        self._graph_nodes: int | None = None  # abort-callback calls in one batch: progress inside a batch
+        init_llama_runtime()
 
     # --- model lifecycle --------------------------------------------------------------------------------------
 
@@ -114,8 +94,6 @@ class LlamaCppBackend:
         check_gguf_file(path)  # clear errors for missing, truncated or non-GGUF files before llama.cpp opens them
         self.unload()  # one model at a time: free the old one before allocating the next
         started = time.monotonic()
-        from llama_cpp import Llama
-
         threads = request.n_threads or default_threads()
         if request.kv_cache_type not in KV_CACHE_TYPES:
             raise ModelLoadError(
@@ -129,7 +107,7 @@ class LlamaCppBackend:
             "q4_0": llama_cpp.GGML_TYPE_Q4_0,
         }[request.kv_cache_type]
         try:
-            llm = Llama(
+            llm = open_llama(
                 model_path=str(path),
                 n_ctx=request.n_ctx,
                 n_batch=request.n_batch,
@@ -150,6 +128,8 @@ class LlamaCppBackend:
             ) from exc
         self._llm = llm
         self._n_batch = request.n_batch
+        self._abortable = request.n_gpu_layers == 0 or not gpu_devices_present()
+        self._graph_nodes = None
         metadata: dict[str, str] = dict(llm.metadata)
         architecture = metadata.get("general.architecture", "unknown")
         name = metadata.get("general.name") or path.stem
@@ -240,31 +220,31 @@ class LlamaCppBackend:
 
         started = time.monotonic()
         cached = self._reuse_prefix(llm, prompt)
-        pending = prompt[cached:]
-        total = len(pending)
-        done = 0
-        slice_size = min(FIRST_PROMPT_SLICE, self._n_batch)
-        while done < total:
-            if control.cancel.is_set():
-                # Whatever was evaluated stays valid in the cache; the next turn reuses it.
-                yield Finished(
-                    FinishReason.CANCELLED,
-                    GenerationStats(prompt_tokens=len(prompt), cached_tokens=cached, context_size=n_ctx),
-                )
-                return
-            chunk = pending[done : done + slice_size]
-            t0 = time.monotonic()
-            llm.eval(chunk)
-            elapsed = max(time.monotonic() - t0, 1e-6)
-            done += len(chunk)
-            yield PromptProgress(done, total)
-            per_token = elapsed / len(chunk)
-            slice_size = max(8, min(self._n_batch, int(PROMPT_SLICE_TARGET_S / per_token)))
+        if not (yield from self._read_prompt(llm, prompt[cached:], control)):
+            # Only whole batches were kept (an aborted batch leaves nothing behind); the next turn reuses them.
+            yield Finished(
+                FinishReason.CANCELLED,
+                GenerationStats(prompt_tokens=len(prompt), cached_tokens=cached, context_size=n_ctx),
+            )
+            return
         prompt_seconds = time.monotonic() - started
+
+        import llama_cpp
 
         sampling = request.sampling
         if sampling.seed is not None:
             llm.set_seed(sampling.seed)
+        grammar = None
+        if request.grammar is not None:
+            from llama_cpp import LlamaGrammar
+
+            # llama-cpp-python does not parse the grammar; llama.cpp returns NULL for a bad one, and adding NULL to the
+            # sampler chain would crash. Parse it once here to turn that into a readable error.
+            checked = llama_cpp.llama_sampler_init_grammar(llm._model.vocab, request.grammar.encode(), b"root")
+            if not checked:
+                raise EngineError("The grammar could not be parsed (GBNF with a 'root' rule is expected).")
+            llama_cpp.llama_sampler_free(checked)
+            grammar = LlamaGrammar.from_string(request.grammar, verbose=False)
         # Installed as the Llama's sampler so llm.sample() keeps one chain (and its penalty history) for the reply.
         llm._sampler = llm._init_sampler(
             top_k=sampling.top_k,
@@ -272,12 +252,12 @@ class LlamaCppBackend:
             min_p=sampling.min_p,
             temp=sampling.temperature,
             repeat_penalty=sampling.repeat_penalty,
+            grammar=grammar,
         )
         parser = ReasoningParser(starts_in_thinking=fmt.opens_thinking)
         stops = StopStringMatcher(fmt.stop_strings)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         vocab = llm._model.vocab
-        import llama_cpp
 
         completion = 0
         reasoning_tokens = 0
@@ -285,20 +265,31 @@ class LlamaCppBackend:
         gen_started = time.monotonic()
         thinking_reported = False
         budget = request.think_budget
+        close_refused = False
         try:
             while True:
                 if control.cancel.is_set():
                     reason = FinishReason.CANCELLED
                     break
-                if parser.in_thinking and (
-                    control.answer_now.is_set() or (budget is not None and reasoning_tokens >= budget)
+                if (
+                    parser.in_thinking
+                    and not close_refused
+                    and (control.answer_now.is_set() or (budget is not None and reasoning_tokens >= budget))
                 ):
-                    yield from self._emit(parser.close_thinking())
                     close_tokens = self.tokenize(fmt.close_thinking_text(), special=True)
+                    if grammar is not None and not _grammar_allows(llm._sampler.sampler, close_tokens):
+                        # The request's grammar has no room for </think> here; injecting it would make llama.cpp's
+                        # grammar throw (and abort the process). The grammar decides when thinking ends.
+                        log.warning("the grammar does not allow closing the thinking block now; not forcing it")
+                        close_refused = True
+                        continue
+                    yield from self._emit(parser.close_thinking())
                     if llm.n_tokens + len(close_tokens) >= n_ctx:
                         reason = FinishReason.LENGTH
                         break
                     llm.eval(close_tokens)
+                    for close_token in close_tokens:  # the grammar and the penalties see them as if sampled
+                        llama_cpp.llama_sampler_accept(llm._sampler.sampler, close_token)
                     thinking_reported = True
                     yield ThinkingClosed(forced=True)
                 if request.max_tokens is not None and completion >= request.max_tokens:
@@ -343,6 +334,47 @@ class LlamaCppBackend:
             ),
         )
 
+    def _read_prompt(
+        self, llm: Any, pending: Sequence[int], control: GenerationControl
+    ) -> Generator[StreamEvent, None, bool]:
+        """Evaluate ``pending``, yielding progress; return False when the stop request came first.
+
+        On the CPU backend the prompt goes in full ``n_batch`` batches and a stop aborts the batch in flight
+        (``llama_decode`` returns 2; llama.cpp drops that batch from the KV cache, and ``Llama.n_tokens`` only moves
+        after a batch succeeds, so cache and counters agree). Where a batch can't be aborted, batches are sized by time.
+        """
+        total = len(pending)
+        done = 0
+        watch = _PromptWatch(control, total, self._graph_nodes)
+        size = self._n_batch if self._abortable else min(FIRST_PROMPT_SLICE, self._n_batch)
+        if self._abortable:
+            set_abort_callback(llm, watch.callback)
+        try:
+            while done < total:
+                if control.cancel.is_set():
+                    return False
+                chunk = pending[done : done + size]
+                watch.begin_batch(done, len(chunk))
+                t0 = time.monotonic()
+                try:
+                    llm.eval(chunk)
+                except RuntimeError:
+                    if control.cancel.is_set():  # llama_decode returned 2: aborted by the stop request
+                        return False
+                    raise
+                elapsed = max(time.monotonic() - t0, 1e-6)
+                if len(chunk) == self._n_batch and self._abortable:
+                    self._graph_nodes = watch.end_batch()
+                done += len(chunk)
+                watch.tokens_done(done)
+                yield PromptProgress(done, total, watch.seconds_left(done))
+                if not self._abortable:
+                    size = max(8, min(self._n_batch, int(PROMPT_SLICE_TARGET_S * len(chunk) / elapsed)))
+        finally:
+            if self._abortable:
+                set_abort_callback(llm, None)
+        return True
+
     @staticmethod
     def _emit(delta: TextDelta) -> Iterator[StreamEvent]:
         if delta.reasoning or delta.content:
@@ -364,6 +396,102 @@ class LlamaCppBackend:
         llm.reset()
         llm._ctx.kv_cache_clear()
         return 0
+
+
+def _grammar_allows(chain: Any, tokens: Sequence[int]) -> bool:
+    """Whether the grammar in sampler ``chain`` would accept ``tokens`` next (checked on a clone of the chain)."""
+    import llama_cpp
+
+    clone = llama_cpp.llama_sampler_clone(chain)
+    try:
+        grammar = None
+        for index in range(llama_cpp.llama_sampler_chain_n(clone)):
+            sampler = llama_cpp.llama_sampler_chain_get(clone, index)
+            if llama_cpp.llama_sampler_name(sampler) == b"grammar":
+                grammar = sampler
+                break
+        if grammar is None:
+            return True
+        for token in tokens:
+            data = (llama_cpp.llama_token_data * 1)(llama_cpp.llama_token_data(token, 0.0, 0.0))
+            candidates = llama_cpp.llama_token_data_array(data=data, size=1, selected=-1, sorted=False)
+            llama_cpp.llama_sampler_apply(grammar, ctypes.byref(candidates))
+            if math.isinf(data[0].logit):  # the grammar masks tokens it rejects with -inf
+                return False
+            llama_cpp.llama_sampler_accept(grammar, token)
+        return True
+    finally:
+        llama_cpp.llama_sampler_free(clone)
+
+
+class _PromptWatch:
+    """llama.cpp's abort callback while a prompt batch runs: stop when asked, and report progress inside the batch.
+
+    ggml's CPU backend calls the callback after every graph node, from the thread that called ``llama_decode`` (the
+    engine thread). The number of calls in one batch is the graph's node count; once a full batch has been counted,
+    calls so far / node count says how far the running batch is.
+    """
+
+    def __init__(self, control: GenerationControl, total: int, graph_nodes: int | None) -> None:
+        import llama_cpp
+
+        self._control = control
+        self._total = total
+        self._graph_nodes = graph_nodes
+        self._calls = 0
+        self._batch_start = 0
+        self._batch_len = 0
+        self._last_report = time.monotonic()
+        self._started = time.monotonic()
+        self._rate: float | None = None  # tokens per second over the finished batches of this prompt
+        self.callback = llama_cpp.ggml_abort_callback(self._should_abort)
+
+    def _should_abort(self, _data: Any) -> bool:
+        control = self._control
+        if control.cancel.is_set():
+            return True
+        self._calls += 1
+        report = control.progress
+        if report is not None and self._graph_nodes:
+            now = time.monotonic()
+            if now - self._last_report >= PROGRESS_INTERVAL_S:
+                self._last_report = now
+                fraction = min(0.99, self._calls / self._graph_nodes)
+                evaluated = self._batch_start + int(self._batch_len * fraction)
+                try:
+                    report(PromptProgress(evaluated, self._total, self.seconds_left(evaluated)))
+                except Exception:  # nothing may be raised into C
+                    log.exception("prompt progress report failed")
+        return False
+
+    def begin_batch(self, start: int, length: int) -> None:
+        self._calls = 0
+        self._batch_start = start
+        self._batch_len = length
+
+    def end_batch(self) -> int:
+        self._graph_nodes = self._calls
+        return self._calls
+
+    def tokens_done(self, done: int) -> None:
+        elapsed = time.monotonic() - self._started
+        if elapsed > 0 and done > 0:
+            self._rate = done / elapsed
+
+    def seconds_left(self, evaluated: int) -> float | None:
+        if not self._rate:
+            return None
+        return max(0.0, (self._total - evaluated) / self._rate)
+
+
+def set_abort_callback(llm: Any, callback: Any) -> None:
+    """Install (or, with None, remove) llama.cpp's abort callback on ``llm``'s context."""
+    import llama_cpp
+
+    if callback is None:
+        callback = llama_cpp.ggml_abort_callback()  # a NULL function pointer: no callback
+    llm._enclave_abort_callback = callback  # keep it alive while llama.cpp may call it
+    llama_cpp.llama_set_abort_callback(llm._ctx.ctx, callback, None)
 
 
 def _token_piece(vocab: Any, token: int) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -61,15 +62,24 @@ class GenerationRequest:
     sampling: SamplingParams = SamplingParams()
     max_tokens: int | None = None  # None: until the model stops or the context is full
     think_budget: int | None = None  # None: unlimited thinking; N: close </think> after N thinking tokens
+    # A llama.cpp GBNF grammar the reply must follow (tests use it to get a real <think> stream from a small model;
+    # an API client may ask for structured output). Tokens the engine injects itself (a forced </think>) are fed to
+    # the grammar too, so the grammar should allow them where they can appear.
+    grammar: str | None = None
     request_id: str = field(default_factory=new_request_id)
 
 
 @dataclass
 class GenerationControl:
-    """Flags the GUI thread sets directly (threading.Event is thread-safe); the engine polls them."""
+    """Flags the GUI thread sets directly (threading.Event is thread-safe); the engine polls them.
+
+    ``progress``, when set, is called on the engine thread while a prompt batch is being evaluated (at most every
+    ~0.1 s), so a long prompt shows movement between the ``PromptProgress`` events that end each batch.
+    """
 
     cancel: threading.Event = field(default_factory=threading.Event)
     answer_now: threading.Event = field(default_factory=threading.Event)
+    progress: Callable[[PromptProgress], None] | None = None
 
 
 class FinishReason(enum.StrEnum):
@@ -123,8 +133,11 @@ class ContextTrimmed:
 
 @dataclass(frozen=True)
 class PromptProgress:
+    """``evaluated`` of ``total`` prompt tokens read; inside a batch, an estimate from llama.cpp's graph progress."""
+
     evaluated: int
     total: int
+    seconds_left: float | None = None  # from the speed measured so far in this prompt; None before any measurement
 
 
 @dataclass(frozen=True)
