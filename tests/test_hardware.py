@@ -74,7 +74,9 @@ def test_llama_cpp_probe_reports_exactly_the_gpu_devices_of_this_build() -> None
     devices = _ggml_devices()
     assert any(kind == DEV_CPU and name == "CPU" for name, kind, _ in devices), devices  # every build has the CPU
     offload, gpus = hardware._probe_llama_cpp()
-    assert offload == bool(llama_cpp.llama_supports_gpu_offload())
+    # Offload means a GPU device this build can use: llama_supports_gpu_offload() alone is also true for a CPU build
+    # with the RPC backend (remote devices), which is not a GPU in this computer.
+    assert offload == (bool(llama_cpp.llama_supports_gpu_offload()) and bool(gpus))
     # The CPU device is not a GPU: only GPU and integrated-GPU devices are reported, in the registry's order.
     assert [g.name for g in gpus] == [desc or name for name, kind, desc in devices if kind in (DEV_GPU, DEV_IGPU)]
     assert all(g.source == "llama.cpp" and g.total_bytes > 0 for g in gpus)
@@ -90,6 +92,7 @@ def test_cpu_only_build_on_a_machine_without_a_gpu_reports_none_and_says_why(tmp
     assert hardware._probe_llama_cpp()[1] == []
     hw = probe_hardware(tmp_path)
     assert hw.gpus == () and not hw.has_gpu and hw.total_vram == 0
+    assert not hw.gpu_offload_supported  # even with the RPC backend built in: no GPU here to offload to
     assert hw.notes == ("no GPU found: no source reported one",)
     assert "GPU:   none found\n" in cli_commands.describe_hardware(hw)
 

@@ -297,6 +297,8 @@ _BACKENDS: dict[str, Backend] = {
 def _probe_llama_cpp() -> tuple[bool, list[GPUInfo]]:
     import llama_cpp
 
+    # llama_supports_gpu_offload() is also true for a CPU-only build that includes the RPC backend (remote devices);
+    # what this computer can offload to is a GPU device in llama.cpp's registry, checked below.
     offload = bool(llama_cpp.llama_supports_gpu_offload())
     lib = _ggml_library(Path(llama_cpp.__file__).parent / "lib")
     if lib is None:
@@ -336,7 +338,7 @@ def _probe_llama_cpp() -> tuple[bool, list[GPUInfo]]:
                 source="llama.cpp",
             )
         )
-    return offload, gpus
+    return offload and bool(gpus), gpus
 
 
 def _ggml_library(lib_dir: Path) -> ctypes.CDLL | None:
