@@ -38,7 +38,14 @@ def no_threads_left_behind() -> Iterator[None]:
     yield
     deadline = time.monotonic() + 5
     while True:
-        extra = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        # A _DummyThread is how Python names a thread it did not start (an engine QThread that logged a warning):
+        # it stays "alive" in threading's table forever, whether or not the thread still runs. QThreads are
+        # checked below instead.
+        extra = [
+            t
+            for t in threading.enumerate()
+            if t not in before and t.is_alive() and not isinstance(t, threading._DummyThread)
+        ]
         if not extra or time.monotonic() > deadline:
             break
         time.sleep(0.01)

@@ -11,7 +11,15 @@ import threading
 from collections.abc import Iterator
 from typing import Protocol
 
-from enclave.engine.types import GenerationControl, GenerationRequest, LoadRequest, ModelInfo, StreamEvent
+from enclave.engine.types import EngineError, GenerationControl, GenerationRequest, LoadRequest, ModelInfo, StreamEvent
+
+
+class EngineCrashedError(EngineError):
+    """The engine's process stopped unexpectedly (llama.cpp aborted, or the process was killed).
+
+    Unlike other engine errors this is not about the request: what was streamed before it is an interrupted answer,
+    and the same request may well succeed once the engine has been started again.
+    """
 
 
 class Backend(Protocol):

@@ -1,7 +1,8 @@
 """Start the desktop app: open the store and settings, start the engine thread, show the window.
 
 Problems with the user's files (a damaged settings file, a damaged chat database) are explained in a dialog and the
-app carries on with what it can; llama.cpp is imported on the engine thread, so the window paints first.
+app carries on with what it can; llama.cpp runs in a child process driven from the engine thread (engine/isolated.py),
+so the window paints first and an abort in llama.cpp costs an answer, not the window.
 """
 
 from __future__ import annotations
@@ -28,10 +29,21 @@ log = logging.getLogger(__name__)
 STARTED = time.monotonic()
 
 
-def real_backend() -> Backend:
-    from enclave.engine.llama_backend import LlamaCppBackend
+IN_PROCESS_ENV = "ENCLAVE_ENGINE_IN_PROCESS"
 
-    return LlamaCppBackend()
+
+def real_backend() -> Backend:
+    """The window's engine: llama.cpp in a child process, so an abort in llama.cpp cannot close the window.
+
+    ``ENCLAVE_ENGINE_IN_PROCESS=1`` runs it in this process instead (for a debugger or a profiler).
+    """
+    if os.environ.get(IN_PROCESS_ENV) == "1":
+        from enclave.engine.llama_backend import LlamaCppBackend
+
+        return LlamaCppBackend()
+    from enclave.engine.isolated import IsolatedBackend
+
+    return IsolatedBackend()
 
 
 def open_store(path: os.PathLike[str] | str) -> tuple[ChatStore | None, str | None]:

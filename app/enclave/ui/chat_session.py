@@ -2,7 +2,8 @@
 
 Sends build an immutable GenerationRequest from what is stored (answers only: earlier reasoning is never sent back),
 streamed text is shown as it arrives and saved at least once a second, so a killed process loses at most a second
-and the partial answer comes back marked "interrupted".
+and the partial answer comes back marked "interrupted". An answer cut short because the engine process died is kept
+the same way, with the engine's explanation; the next question starts the engine again.
 
 A chat that uses document collections searches them first (on the documents thread), then sends the question with
 numbered sources in place of the bare question; the sources are stored with the answer so they survive a restart.
@@ -108,6 +109,7 @@ class ChatSession(QObject):
         controller.contextTrimmed.connect(self._on_context_trimmed)
         controller.generationFinished.connect(self._on_finished)
         controller.generationFailed.connect(self._on_failed)
+        controller.generationInterrupted.connect(self._on_interrupted)
 
     # --- conversations ----------------------------------------------------------------------------------------
 
@@ -378,6 +380,14 @@ class ChatSession(QObject):
         if self.live is None or self.live.request_id != request_id:
             return
         self._finalize(MessageStatus.FAILED, None, message)
+
+    @Slot(str, str)
+    def _on_interrupted(self, request_id: str, message: str) -> None:
+        """The engine process died mid-answer: keep what was written, say why; the next question restarts it."""
+        if self.live is None or self.live.request_id != request_id:
+            return
+        self._finalize(MessageStatus.INTERRUPTED, None, message)
+        self.problem.emit(message)
 
     def _finalize(self, status: MessageStatus, stats: GenerationStats | None, error: str | None) -> None:
         live = self.live

@@ -171,6 +171,8 @@ class MessageCard(QFrame):
     def set_status(self, status: MessageStatus, error: str | None) -> None:
         if status is MessageStatus.FAILED:
             self.status.setText(f"Something went wrong: {error or 'unknown error'}")
+        elif status is MessageStatus.INTERRUPTED and error:  # the engine process died, not the app
+            self.status.setText(f"Interrupted — {error}")
         else:
             self.status.setText(STATUS_TEXT.get(status, ""))
         self.status.setVisible(bool(self.status.text()))

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from enclave.engine.backend import Backend
+from enclave.engine.backend import Backend, EngineCrashedError
 from enclave.engine.types import (
     ContextTrimmed,
     EngineError,
@@ -45,11 +45,12 @@ class EngineWorker(QObject):
     modelLoadFailed = Signal(str)
     modelUnloaded = Signal()
     contextTrimmed = Signal(str, int)
-    promptProgress = Signal(str, int, int)
+    promptProgress = Signal(str, int, int, float)  # request id, evaluated, total, seconds left (-1: unknown)
     textReady = Signal(str, str, str)
     thinkingClosed = Signal(str, bool)
     generationFinished = Signal(str, object)
     generationFailed = Signal(str, str)
+    generationInterrupted = Signal(str, str)  # request id, message: the engine process died mid-answer
     stopped = Signal()
 
     def __init__(self, backend_factory: Callable[[], Backend]) -> None:
@@ -99,6 +100,11 @@ class EngineWorker(QObject):
                 content.clear()
             last_emit = time.monotonic()
 
+        def progress(event: PromptProgress) -> None:
+            left = -1.0 if event.seconds_left is None else event.seconds_left
+            self.promptProgress.emit(rid, event.evaluated, event.total, left)
+
+        control.progress = progress  # called on this thread while a prompt batch runs
         try:
             backend = self._get_backend()
             for event in backend.stream_chat(request, control):
@@ -113,7 +119,7 @@ class EngineWorker(QObject):
                     flush()
                     self.thinkingClosed.emit(rid, event.forced)
                 elif isinstance(event, PromptProgress):
-                    self.promptProgress.emit(rid, event.evaluated, event.total)
+                    progress(event)
                 elif isinstance(event, ContextTrimmed):
                     self.contextTrimmed.emit(rid, event.dropped_messages)
                 elif isinstance(event, Finished):
@@ -122,6 +128,9 @@ class EngineWorker(QObject):
                     return
             flush()
             self.generationFailed.emit(rid, "The engine stopped without finishing the answer.")
+        except EngineCrashedError as exc:
+            flush()
+            self.generationInterrupted.emit(rid, str(exc))
         except EngineError as exc:
             flush()
             self.generationFailed.emit(rid, str(exc))
@@ -158,11 +167,12 @@ class EngineController(QObject):
     modelLoadFailed = Signal(str)
     modelUnloaded = Signal()
     contextTrimmed = Signal(str, int)
-    promptProgress = Signal(str, int, int)
+    promptProgress = Signal(str, int, int, float)  # request id, evaluated, total, seconds left (-1: unknown)
     textReady = Signal(str, str, str)
     thinkingClosed = Signal(str, bool)
     generationFinished = Signal(str, object)
     generationFailed = Signal(str, str)
+    generationInterrupted = Signal(str, str)  # the engine process died mid-answer; the next request restarts it
 
     _loadRequested = Signal(object)
     _unloadRequested = Signal()
@@ -197,6 +207,7 @@ class EngineController(QObject):
         self._worker.thinkingClosed.connect(self.thinkingClosed)
         self._worker.generationFinished.connect(self._on_finished)
         self._worker.generationFailed.connect(self._on_failed)
+        self._worker.generationInterrupted.connect(self._on_interrupted)
 
     # --- state ------------------------------------------------------------------------------------------------
 
@@ -302,3 +313,8 @@ class EngineController(QObject):
     def _on_failed(self, request_id: str, message: str) -> None:
         self._controls.pop(request_id, None)
         self.generationFailed.emit(request_id, message)
+
+    @Slot(str, str)
+    def _on_interrupted(self, request_id: str, message: str) -> None:
+        self._controls.pop(request_id, None)
+        self.generationInterrupted.emit(request_id, message)
