@@ -60,12 +60,13 @@ class ScriptedBackend:
             name=path.stem,
             architecture="scripted",
             file_size=path.stat().st_size,
-            n_ctx=request.n_ctx,
+            n_ctx=request.n_ctx or self.n_ctx,  # Auto: the scripted model's whole context
             n_ctx_train=self.n_ctx,
             chat_format="Scripted",
             chat_format_source="test backend",
             reasoning=True,
             default_sampling=R1_SAMPLING,
+            placement=f"CPU · {request.n_ctx or self.n_ctx:,}-token context · f16 KV",
         )
         return self._model
 

@@ -37,8 +37,8 @@ def test_kv_cache_matches_the_reference_measurements() -> None:
     assert qwen3.kv_bytes_per_token() == 147_456  # 36 · 8 · 256 · 2
     assert kv_cache_bytes(qwen3, 131072) == 18_432 * MIB  # llama.cpp: K 9216 + V 9216 MiB
     r1 = facts_from_entry(catalog.get("r1-0528-ud-iq1_s"))
-    assert r1.kv_bytes_per_token() == 132_736  # 61 · 1 · 1088 · 2 (MLA)
-    assert round(kv_cache_bytes(r1, 16384) / MIB) == 2_074  # llama.cpp: K 1098 + V 976 MiB
+    assert r1.kv_bytes_per_token() == 70_272  # 61 · 1 · 576 · 2: MLA caches the latent K only, no V
+    assert round(kv_cache_bytes(r1, 16384) / MIB) == 1_098  # llama.cpp: K 1098 MiB, V 0 (has_v = !is_mla)
     assert kv_cache_bytes(qwen3, 1000) == kv_cache_bytes(qwen3, 1024)  # padded to 256 cells
 
 

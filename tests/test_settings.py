@@ -44,7 +44,7 @@ def _backups(path: Path) -> list[Path]:
 def test_defaults() -> None:
     s = Settings()
     assert s.model_path is None
-    assert (s.context_length, s.gpu_layers, s.threads) == (4096, -1, None)
+    assert (s.context_length, s.gpu_layers, s.kv_cache_type, s.threads) == (None, None, None, None)  # all Auto
     assert (s.temperature, s.top_p, s.max_tokens, s.think_budget) == (None, None, 0, 0)
     assert (s.default_system_prompt, s.window_geometry) == ("", "")
     assert validate(s) == s
@@ -59,12 +59,32 @@ def test_save_and_load_round_trip(settings_path: Path) -> None:
     store = SettingsStore(settings_path)
     store.save(CUSTOM)
     on_disk = json.loads(settings_path.read_text(encoding="utf-8"))
-    assert on_disk["version"] == 1
+    assert on_disk["version"] == 2
     assert on_disk["default_system_prompt"] == "Réponds en français."
     assert store.load() == LoadedSettings(CUSTOM, None)
 
     store.save(replace(CUSTOM, temperature=None, threads=None))  # None round-trips as null
     assert store.load().settings == replace(CUSTOM, temperature=None, threads=None)
+
+
+def test_version_1_defaults_become_auto_and_choices_stay(settings_path: Path) -> None:
+    # Version 1 wrote its fixed defaults (4,096 tokens, all layers) as if chosen; they now mean Auto.
+    settings_path.parent.mkdir(parents=True, exist_ok=True)
+    settings_path.write_text(json.dumps({"version": 1, "context_length": 4096, "gpu_layers": -1, "threads": 3}))
+    loaded = SettingsStore(settings_path).load().settings
+    assert (loaded.context_length, loaded.gpu_layers, loaded.threads) == (None, None, 3)
+    settings_path.write_text(json.dumps({"version": 1, "context_length": 8192, "gpu_layers": 20}))
+    loaded = SettingsStore(settings_path).load().settings
+    assert (loaded.context_length, loaded.gpu_layers) == (8192, 20)  # real choices are kept
+    settings_path.write_text(json.dumps({"version": 2, "context_length": 4096, "gpu_layers": -1}))
+    loaded = SettingsStore(settings_path).load().settings
+    assert (loaded.context_length, loaded.gpu_layers) == (4096, -1)  # chosen under version 2: the user's
+
+
+def test_kv_cache_type_is_checked() -> None:
+    with pytest.raises(SettingsError, match="kv_cache_type"):
+        validate(replace(Settings(), kv_cache_type="q2_k"))
+    assert validate(replace(Settings(), kv_cache_type="q8_0")).kv_cache_type == "q8_0"
 
 
 def test_dict_round_trip_ignores_unknown_keys_and_fills_defaults() -> None:
@@ -114,7 +134,8 @@ def test_validate_accepts_range_edges() -> None:
         ("context_length", "4096"),
         ("context_length", 4096.0),
         ("context_length", True),  # bool is an int subclass but never a valid count
-        ("gpu_layers", None),
+        ("gpu_layers", "all"),
+        ("kv_cache_type", 8),
         ("threads", "auto"),
         ("temperature", "0.6"),
         ("model_path", 42),

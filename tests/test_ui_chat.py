@@ -84,7 +84,8 @@ def test_first_run_shows_the_welcome_page(app: App) -> None:
     assert app.window.welcome.open_button.isEnabled()
     app.load()
     assert app.window.pages.currentWidget() is app.window.chat_page
-    assert "Scripted" in app.window.model_label.text()
+    assert app.window.model_label.text().endswith("· CPU · 4,096-token context · f16 KV")  # where it runs
+    assert "Scripted" in app.window.model_label.toolTip()
 
 
 def test_send_streams_and_stores_the_answer_with_its_reasoning(app: App) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
+from PySide6.QtWidgets import QFileDialog
 
 from enclave.docs.ingest import DEFAULT_COLLECTION
 from enclave.docs.isolation import InProcessParser
@@ -167,6 +168,29 @@ def test_drop_a_folder_ask_and_get_an_answer_that_cites_its_sources(docs_app: Do
     app.open()
     card = app.window.transcript.cards()[-1]
     assert [s.label for s in card.sources.sources][:1] == ["warranty.md"]
+    assert app.window.composer.documents_button.text() == f"Documents: {DEFAULT_COLLECTION}"
+
+
+def test_file_menu_add_documents_asks_for_files_and_indexes_them(
+    docs_app: DocsApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = write_notes(tmp_path / "picked")
+    picked = [str(p) for p in sorted(folder.iterdir())]
+    asked: list[str] = []
+
+    def choose(_parent: object, title: str, *_args: object) -> tuple[list[str], str]:
+        asked.append(title)
+        return picked, ""
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileNames", choose)  # the native file dialog can't be clicked offscreen
+    app = docs_app
+    app.window.new_chat()
+    app.qtbot.keyClick(
+        app.window, Qt.Key.Key_D, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
+    )
+    assert asked == ["Add documents"]  # File → Add documents… (Ctrl+Shift+D) really asked for files
+    app.wait_indexed(len(picked))
+    assert sorted(Path(d.path).name for d in app.docs.documents) == sorted(Path(p).name for p in picked)
     assert app.window.composer.documents_button.text() == f"Documents: {DEFAULT_COLLECTION}"
 
 

@@ -27,7 +27,11 @@ def test_chat_with_the_real_model(qtbot: Any, gemma_path: Path) -> None:
     try:
         with qtbot.waitSignal(controller.modelLoaded, timeout=60_000):
             window.load_model(str(gemma_path))
-        assert "Gemma (fallback)" in window.model_label.text()
+        # The status bar says where the model runs (the load plan llama.cpp was given); the tooltip names the format.
+        assert (
+            window.model_label.text() == "Gemma 3 270m · CPU · 1,024-token context · f16 KV (yours: context, threads)"
+        )
+        assert "Gemma (fallback)" in window.model_label.toolTip()
         assert "no template in the model file" in window.model_label.toolTip()
         window.composer.editor.setPlainText("What colour is the sky?")
         qtbot.keyClick(window.composer.editor, Qt.Key.Key_Return)

@@ -37,9 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--system", default="", help="system prompt")
     chat.add_argument("--max-tokens", type=int, default=None, metavar="N", help="stop after N generated tokens")
     chat.add_argument("--think-budget", type=int, default=None, metavar="N", help="close thinking after N tokens")
-    chat.add_argument("--ctx", type=int, default=4096, metavar="N", help="context length (default 4096)")
-    chat.add_argument("--gpu-layers", type=int, default=-1, metavar="N", help="layers to offload (-1: all)")
+    chat.add_argument("--ctx", type=int, default=None, metavar="N", help="context length (default: Auto, the plan's)")
+    chat.add_argument(
+        "--gpu-layers", type=int, default=None, metavar="N", help="layers to offload (-1: all; default: Auto)"
+    )
+    chat.add_argument("--kv-type", choices=("f16", "q8_0", "q4_0"), default=None, help="KV cache type (default: Auto)")
     chat.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: all cores)")
+    chat.add_argument("--show-plan", action="store_true", help="print where the model runs (stderr)")
     chat.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: model's)")
     chat.add_argument("--seed", type=int, default=None, help="random seed for repeatable output")
     chat.add_argument("--json", action="store_true", help="print one JSON object with reasoning, content and stats")
@@ -47,7 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     for register in _command_groups():
         register(commands)
+
+    # The engine host (engine/host.py): the GUI's llama.cpp runs in it. Added without help, then taken out of the
+    # listing: on Python < 3.13 help=SUPPRESS on a subcommand prints "==SUPPRESS==" instead of hiding it.
+    host = commands.add_parser("engine-host")
+    host.set_defaults(handler=lambda args: _serve_engine())
+    commands._choices_actions = [a for a in commands._choices_actions if a.dest != "engine-host"]
     return parser
+
+
+def _serve_engine() -> int:
+    from enclave.engine.host import serve
+
+    return serve()
 
 
 def _command_groups() -> list[Callable[[Any], None]]:
@@ -83,7 +99,6 @@ def run_chat(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         Finished,
         GenerationControl,
         GenerationRequest,
-        LoadRequest,
         ModelLoadError,
         TextDelta,
     )
@@ -94,14 +109,26 @@ def run_chat(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print("enclave: --think-budget must be 0 or more", file=err)
         return EXIT_USAGE
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    from enclave.usecases.loading import load_request, model_overrides, saved_settings
+
     backend = LlamaCppBackend()
+    # The same load the app asks for: settings, then this model's own overrides, then these flags; the rest is Auto.
+    load = load_request(
+        args.chat_model,
+        saved_settings(),
+        model_overrides(args.chat_model),
+        n_ctx=args.ctx,
+        n_gpu_layers=args.gpu_layers,
+        kv_cache_type=args.kv_type,
+        n_threads=args.threads,
+    )
     try:
-        info = backend.load(
-            LoadRequest(path=args.chat_model, n_ctx=args.ctx, n_gpu_layers=args.gpu_layers, n_threads=args.threads)
-        )
+        info = backend.load(load)
     except ModelLoadError as exc:
         print(f"enclave: {exc}", file=err)
         return EXIT_MODEL
+    if args.show_plan:
+        print(f"enclave: {info.name}: {info.placement}", file=err)
     sampling = info.default_sampling
     if args.temperature is not None:
         sampling = replace(sampling, temperature=args.temperature)
@@ -145,6 +172,8 @@ def run_chat(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             {
                 "model": info.name,
                 "chat_format": info.chat_format,
+                "placement": info.placement,
+                "context_size": info.n_ctx,
                 "reasoning": "".join(reasoning),
                 "content": "".join(content),
                 "finish_reason": finished.reason.value,

@@ -50,24 +50,16 @@ def check_gguf_file(path: Path) -> None:
         raise ModelLoadError(
             f"{path.name} has a damaged header ({n_tensors} tensors, {n_kv} metadata entries). Download it again."
         )
-    from enclave.models.gguf import GGUFError, read_gguf_header
+    from enclave.models.gguf import GGUFError, read_gguf_header, shard_paths
 
     try:
         header = read_gguf_header(path)
     except GGUFError as exc:
         raise ModelLoadError(str(exc)) from exc
     if header.is_split and header.split_no == 0:
-        missing = [p.name for p in _shard_paths(path, header.split_count) if not p.is_file()]
+        missing = [p.name for p in shard_paths(path, header.split_count) if not p.is_file()]
         if missing:
             raise ModelLoadError(
                 f"{path.name} is part 1 of a {header.split_count}-part model, but these parts are missing: "
                 f"{', '.join(missing)}. Put all parts in the same folder."
             )
-
-
-def _shard_paths(first: Path, count: int) -> list[Path]:
-    """Sibling shard names, llama.cpp style: name-00001-of-00003.gguf."""
-    marker = f"-00001-of-{count:05d}"
-    if marker not in first.name:
-        return []
-    return [first.with_name(first.name.replace(marker, f"-{i:05d}-of-{count:05d}")) for i in range(1, count + 1)]

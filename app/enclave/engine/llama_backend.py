@@ -17,17 +17,24 @@ import os
 import threading
 import time
 from collections.abc import Generator, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from enclave.engine.chat_format import ChatFormat, select_chat_format
 from enclave.engine.context import fit_messages
 from enclave.engine.gguf_check import check_gguf_file
-from enclave.engine.llama_runtime import gpu_devices_present, init_llama_runtime, open_llama
+from enclave.engine.llama_runtime import (
+    ModelParamsExtra,
+    gpu_devices_present,
+    init_llama_runtime,
+    open_llama,
+    resolve_devices,
+    tensor_override,
+)
 from enclave.engine.reasoning import ReasoningParser
 from enclave.engine.stop_strings import StopStringMatcher
 from enclave.engine.types import (
-    KV_CACHE_TYPES,
     R1_SAMPLING,
     ChatMessage,
     ContextTrimmed,
@@ -39,6 +46,7 @@ from enclave.engine.types import (
     GenerationStats,
     LoadRequest,
     ModelInfo,
+    ModelLoadCancelled,
     ModelLoadError,
     PromptProgress,
     SamplingParams,
@@ -46,6 +54,9 @@ from enclave.engine.types import (
     TextDelta,
     ThinkingClosed,
 )
+
+if TYPE_CHECKING:
+    from enclave.models.placement import LoadPlan
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +83,7 @@ class LlamaCppBackend:
         self._n_batch = 512
         self._abortable = True  # every layer on the CPU backend, which polls llama.cpp's abort callback
         self._graph_nodes: int | None = None  # abort-callback calls in one batch: progress inside a batch
+        self._plan: LoadPlan | None = None
         init_llama_runtime()
 
     # --- model lifecycle --------------------------------------------------------------------------------------
@@ -90,29 +102,34 @@ class LlamaCppBackend:
         return int(self._llm.n_tokens) if self._llm is not None else 0
 
     def load(self, request: LoadRequest, cancel: threading.Event | None = None) -> ModelInfo:
+        """Plan (``enclave.models.placement``), then load exactly that plan; ``cancel`` stops the load."""
         path = Path(request.path)
         check_gguf_file(path)  # clear errors for missing, truncated or non-GGUF files before llama.cpp opens them
+        plan = self.plan(request)
         self.unload()  # one model at a time: free the old one before allocating the next
         started = time.monotonic()
-        threads = request.n_threads or default_threads()
-        if request.kv_cache_type not in KV_CACHE_TYPES:
-            raise ModelLoadError(
-                f"Unknown KV cache type {request.kv_cache_type!r}; use one of {', '.join(KV_CACHE_TYPES)}."
-            )
+        threads = plan.n_threads or default_threads()
         import llama_cpp
 
         cache_type = {
             "f16": llama_cpp.GGML_TYPE_F16,
             "q8_0": llama_cpp.GGML_TYPE_Q8_0,
             "q4_0": llama_cpp.GGML_TYPE_Q4_0,
-        }[request.kv_cache_type]
+        }[plan.kv_cache_type]
+        devices = resolve_devices(request.devices)
+        extra = ModelParamsExtra(
+            devices=[d.handle for d in devices] if request.devices else None,
+            tensor_overrides=[tensor_override(o) for o in plan.tensor_overrides],
+            progress=(lambda _fraction: not cancel.is_set()) if cancel is not None else None,
+        )
         try:
             llm = open_llama(
+                extra,
                 model_path=str(path),
-                n_ctx=request.n_ctx,
-                n_batch=request.n_batch,
-                n_ubatch=request.n_batch,
-                n_gpu_layers=request.n_gpu_layers,
+                n_ctx=plan.n_ctx,
+                n_batch=plan.n_batch,
+                n_ubatch=plan.n_batch,
+                n_gpu_layers=plan.n_gpu_layers,
                 n_threads=threads,
                 n_threads_batch=threads,
                 swa_full=True,  # sliding-window models (Gemma 3) need a full cache for prefix reuse across turns
@@ -122,14 +139,18 @@ class LlamaCppBackend:
                 verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as exc:
+            if cancel is not None and cancel.is_set():
+                raise ModelLoadCancelled(f"Loading {path.name} was cancelled.") from exc
             raise ModelLoadError(
                 f"llama.cpp could not load {path.name}: {exc}. The file may be damaged, for a model architecture this "
                 "version of Enclave does not support, or too large for this computer's memory."
             ) from exc
         self._llm = llm
-        self._n_batch = request.n_batch
-        self._abortable = request.n_gpu_layers == 0 or not gpu_devices_present()
+        self._n_batch = plan.n_batch
+        offloading = plan.n_gpu_layers != 0 and (bool(request.devices) or gpu_devices_present())
+        self._abortable = not offloading  # only ggml's CPU backend polls the abort callback
         self._graph_nodes = None
+        self._plan = plan
         metadata: dict[str, str] = dict(llm.metadata)
         architecture = metadata.get("general.architecture", "unknown")
         name = metadata.get("general.name") or path.stem
@@ -154,9 +175,29 @@ class LlamaCppBackend:
             reasoning=fmt.reasoning,
             default_sampling=R1_SAMPLING if fmt.reasoning else SamplingParams(),
             load_seconds=time.monotonic() - started,
+            placement=plan.summary(),
         )
         log.info("loaded %s (%s, format %s) in %.1f s", name, architecture, fmt.name, self._info.load_seconds)
         return self._info
+
+    def plan(self, request: LoadRequest) -> LoadPlan:
+        """The load plan for ``request`` on this computer, as llama.cpp in this process sees it."""
+        from enclave.models.hardware import probe_hardware
+        from enclave.models.placement import PlanChoices, PlanError, plan_load
+
+        hardware = replace(probe_hardware(), gpus=tuple(d.gpu_info() for d in resolve_devices(request.devices)))
+        choices = PlanChoices(
+            context_length=request.n_ctx,
+            gpu_layers=request.n_gpu_layers,
+            kv_cache_type=request.kv_cache_type,
+            threads=request.n_threads,
+            batch=request.n_batch,
+            gpu_memory_limit=request.gpu_memory_limit,
+        )
+        try:
+            return plan_load(Path(request.path), hardware, choices)
+        except PlanError as exc:
+            raise ModelLoadError(str(exc)) from exc
 
     def unload(self) -> None:
         if self._llm is not None:

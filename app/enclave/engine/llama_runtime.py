@@ -32,7 +32,11 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from enclave.models.hardware import GPUInfo
 
 log = logging.getLogger(__name__)
 _llama_log = logging.getLogger("enclave.llama_cpp")
@@ -119,6 +123,144 @@ def ggml_library() -> Any:
     lib.ggml_backend_dev_buffer_type.restype = ctypes.c_void_p
     lib.ggml_backend_dev_buffer_type.argtypes = [ctypes.c_void_p]
     return lib
+
+
+@dataclass(frozen=True)
+class Device:
+    """One of llama.cpp's backend devices."""
+
+    name: str  # e.g. "CPU", "Vulkan0", "CUDA0", "RPC0"
+    description: str
+    kind: int  # ggml_backend_dev_type: 0 CPU, 1 GPU, 2 integrated GPU, 3 accelerator
+    free_bytes: int
+    total_bytes: int
+    handle: int  # ggml_backend_dev_t
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.kind in (1, 2)
+
+    def gpu_info(self) -> GPUInfo:
+        from enclave.models.hardware import GPUInfo, backend_of, bandwidth_for
+
+        backend = backend_of(self.name)
+        unified = self.kind == 2 or backend == "metal"  # Apple's GPUs share the system RAM
+        return GPUInfo(
+            name=self.description or self.name,
+            backend=backend,
+            total_bytes=self.total_bytes,
+            free_bytes=self.free_bytes,
+            unified=unified,
+            bandwidth_gbs=bandwidth_for(self.description, self.total_bytes, unified=unified),
+            source="llama.cpp",
+        )
+
+
+def devices() -> list[Device]:
+    """llama.cpp's devices in registry order (RPC devices appear once registered)."""
+    lib = ggml_library()
+    lib.ggml_backend_dev_count.restype = ctypes.c_size_t
+    lib.ggml_backend_dev_count.argtypes = []
+    lib.ggml_backend_dev_get.restype = ctypes.c_void_p
+    lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+    for fn in ("ggml_backend_dev_name", "ggml_backend_dev_description"):
+        getattr(lib, fn).restype = ctypes.c_char_p
+        getattr(lib, fn).argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_dev_type.restype = ctypes.c_int
+    lib.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_dev_memory.restype = None
+    size_p = ctypes.POINTER(ctypes.c_size_t)
+    lib.ggml_backend_dev_memory.argtypes = [ctypes.c_void_p, size_p, size_p]
+    found = []
+    for index in range(lib.ggml_backend_dev_count()):
+        dev = lib.ggml_backend_dev_get(index)
+        free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
+        lib.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
+        found.append(
+            Device(
+                name=(lib.ggml_backend_dev_name(dev) or b"").decode(errors="replace"),
+                description=(lib.ggml_backend_dev_description(dev) or b"").decode(errors="replace"),
+                kind=int(lib.ggml_backend_dev_type(dev)),
+                free_bytes=int(free.value),
+                total_bytes=int(total.value),
+                handle=int(dev),
+            )
+        )
+    return found
+
+
+def _rpc_library() -> Any:
+    init_llama_runtime()
+    import llama_cpp
+    from llama_cpp import _ctypes_extensions
+
+    lib = _ctypes_extensions.load_shared_library("ggml-rpc", Path(llama_cpp.__file__).parent / "lib")
+    lib.ggml_backend_rpc_add_server.restype = ctypes.c_void_p
+    lib.ggml_backend_rpc_add_server.argtypes = [ctypes.c_char_p]
+    lib.ggml_backend_rpc_start_server.restype = None
+    lib.ggml_backend_rpc_start_server.argtypes = [
+        ctypes.c_char_p,
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+        ctypes.c_size_t,
+        ctypes.POINTER(ctypes.c_void_p),
+    ]
+    return lib
+
+
+def add_rpc_server(endpoint: str) -> list[Device]:
+    """Register llama.cpp's RPC server at ``endpoint`` (host:port) in this process; return its devices.
+
+    The RPC backend has no authentication: use it over loopback (or a tunnel) only. Needs a build with
+    ``-DGGML_RPC=on``. llama.cpp does not pick devices registered after start-up by itself: pass their names in
+    ``LoadRequest.devices``.
+    """
+    try:
+        rpc = _rpc_library()
+    except (OSError, RuntimeError, FileNotFoundError) as exc:
+        raise RuntimeError("this llama.cpp build has no RPC backend (build it with -DGGML_RPC=on)") from exc
+    before = {d.handle for d in devices()}
+    reg = rpc.ggml_backend_rpc_add_server(endpoint.encode())
+    if not reg:
+        raise RuntimeError(f"could not reach llama.cpp's RPC server at {endpoint}")
+    lib = ggml_library()
+    lib.ggml_backend_register.restype = None
+    lib.ggml_backend_register.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_register(reg)
+    return [d for d in devices() if d.handle not in before]
+
+
+def serve_rpc(endpoint: str, threads: int = 1) -> None:
+    """Run llama.cpp's RPC server on ``endpoint`` backed by this process's CPU device (blocks forever)."""
+    rpc = _rpc_library()
+    cpu = ggml_library().ggml_backend_dev_by_type(0)
+    devs = (ctypes.c_void_p * 1)(cpu)
+    rpc.ggml_backend_rpc_start_server(endpoint.encode(), None, threads, 1, devs)
+
+
+def resolve_devices(names: Sequence[str]) -> list[Device]:
+    """The named devices (all GPU devices when ``names`` is empty); a name llama.cpp doesn't know is an error."""
+    known = devices()
+    if not names:
+        return [d for d in known if d.is_gpu]
+    by_name = {d.name: d for d in known}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        from enclave.engine.types import ModelLoadError
+
+        available = ", ".join(d.name for d in known) or "none"
+        raise ModelLoadError(f"llama.cpp has no device named {', '.join(missing)} (it has: {available}).")
+    return [by_name[n] for n in names]
+
+
+def tensor_override(override: str) -> tuple[str, int]:
+    """``"PATTERN=CPU"`` (llama.cpp's -ot syntax) → (pattern, buffer type of that device)."""
+    pattern, _, device = override.rpartition("=")
+    lib = ggml_library()
+    match = [d for d in devices() if d.name.upper() == device.upper()]
+    if not pattern or not match:
+        raise ValueError(f"not a usable tensor override: {override!r}")
+    return pattern, int(lib.ggml_backend_dev_buffer_type(match[0].handle))
 
 
 def gpu_devices_present() -> bool:

@@ -44,12 +44,16 @@ R1_SAMPLING = SamplingParams(temperature=0.6, top_p=0.95, top_k=20, min_p=0.0, r
 
 @dataclass(frozen=True)
 class LoadRequest:
+    """What to load and what the user chose; None is Auto: the engine plans it (``enclave.models.placement``)."""
+
     path: str
-    n_ctx: int = 4096
-    n_gpu_layers: int = -1  # -1: as many as the build can offload (0 on a CPU build)
+    n_ctx: int | None = None
+    n_gpu_layers: int | None = None  # -1: every layer; 0: CPU only
     n_threads: int | None = None
-    n_batch: int = 512
-    kv_cache_type: str = "f16"  # "f16", "q8_0" or "q4_0": a quantized cache fits more context in the same memory
+    n_batch: int | None = None
+    kv_cache_type: str | None = None  # "f16", "q8_0" or "q4_0": a quantized cache fits more context in the same memory
+    devices: tuple[str, ...] = ()  # llama.cpp device names to offload to (e.g. "Vulkan0", "RPC0"); (): its default
+    gpu_memory_limit: int | None = None  # bytes of GPU memory the plan may use; None: what the devices report free
     request_id: str = field(default_factory=new_request_id)
 
 
@@ -101,6 +105,7 @@ class ModelInfo:
     reasoning: bool  # the model emits <think> … </think>
     default_sampling: SamplingParams
     load_seconds: float = 0.0
+    placement: str = ""  # where it runs, e.g. "GPU: 28 of 36 layers · experts in RAM · 65,536-token context · q8_0 KV"
 
 
 @dataclass(frozen=True)
@@ -168,6 +173,10 @@ class EngineError(Exception):
 
 class ModelLoadError(EngineError):
     pass
+
+
+class ModelLoadCancelled(ModelLoadError):
+    """The user cancelled the load; nothing is loaded."""
 
 
 class PromptTooLongError(EngineError):

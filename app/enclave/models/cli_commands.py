@@ -63,8 +63,15 @@ def register(subparsers: Any) -> None:
 
     fit = models.add_parser("fit", help="how a GGUF file (all shards of a split model) would run here")
     fit.add_argument("paths", nargs="+", type=Path, metavar="FILE", help="the .gguf file, or every shard")
-    fit.add_argument("--ctx", type=int, default=None, metavar="N", help="context length to check (default: largest)")
+    fit.add_argument("--ctx", type=int, default=None, metavar="N", help="context length to check (default: Auto)")
+    fit.add_argument("--kv-type", choices=("f16", "q8_0", "q4_0"), default=None, help="KV cache type (default: Auto)")
     fit.add_argument("--json", action="store_true", help="print one JSON object")
+    fit.add_argument("--vram", type=float, metavar="GIB", help="pretend: memory per GPU in GB")
+    fit.add_argument("--gpus", type=int, metavar="N", help="pretend: number of GPUs (0: CPU only)")
+    fit.add_argument("--ram", type=float, metavar="GIB", help="pretend: system RAM in GB")
+    fit.add_argument("--unified", action="store_true", help="pretend: Apple-style unified memory (give --ram)")
+    fit.add_argument("--bandwidth", type=float, metavar="GBS", help="pretend: GPU (or unified) memory bandwidth, GB/s")
+    fit.add_argument("--ram-bandwidth", type=float, metavar="GBS", help="pretend: system RAM bandwidth, GB/s")
     fit.set_defaults(handler=lambda args: run_fit(args, sys.stdout, sys.stderr))
 
     from enclave.models.manage_commands import register_models_commands
@@ -186,30 +193,64 @@ def run_recommend(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def run_fit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from enclave.models.fit import FitError, FitOptions, estimate_fit, facts_from_headers
+    """The load plan the engine would use for this file (``enclave.models.placement``), here or on pretend hardware."""
+    from enclave.models.fit import FitError, facts_from_headers
     from enclave.models.gguf import GGUFError, read_gguf_header
+    from enclave.models.placement import PlanChoices, PlanError, plan_from_facts
 
     if args.ctx is not None and args.ctx <= 0:
         print("enclave: --ctx must be a positive number", file=err)
         return EXIT_USAGE
+    if not _check_numbers(args, err):
+        return EXIT_USAGE
     try:
-        facts = facts_from_headers([read_gguf_header(p) for p in args.paths])
+        headers = [read_gguf_header(p) for p in args.paths]
+        facts = facts_from_headers(headers)
     except (GGUFError, FitError) as exc:
         print(f"enclave: {exc}", file=err)
         return EXIT_MODEL
-    hw = probe_hardware(_default_models_dir())
-    estimate = estimate_fit(facts, hw, FitOptions(context=args.ctx))
+    hw = hardware_from_args(args) or probe_hardware(_default_models_dir())
+    first = min(headers, key=lambda h: h.split_no)
+    try:
+        plan = plan_from_facts(
+            facts, first, Path(args.paths[0]), hw, PlanChoices(context_length=args.ctx, kv_cache_type=args.kv_type)
+        )
+    except PlanError as exc:
+        if args.json:
+            json.dump({"model": facts.name, "fits": False, "reason": str(exc)}, out, indent=2)
+            out.write("\n")
+        else:
+            out.write(f"{facts.name}: {exc}\n")
+        return EXIT_NOTHING_FITS
+    estimate = plan.estimate
+    assert estimate is not None
     if args.json:
-        json.dump({"model": facts.name, "estimate": _estimate_dict(estimate)}, out, indent=2)
+        plan_dict = {
+            "summary": plan.summary(),
+            "n_ctx": plan.n_ctx,
+            "n_gpu_layers": plan.n_gpu_layers,
+            "kv_cache_type": plan.kv_cache_type,
+            "n_batch": plan.n_batch,
+            "tensor_overrides": list(plan.tensor_overrides),
+            "device_weight_bytes": plan.device_weight_bytes,
+            "device_kv_bytes": plan.device_kv_bytes,
+            "notes": list(plan.notes),
+        }
+        json.dump({"model": facts.name, "plan": plan_dict, "estimate": _estimate_dict(estimate)}, out, indent=2)
         out.write("\n")
     else:
         b = estimate.breakdown
         out.write(
             f"{facts.name}: {estimate.reason}\n"
+            f"  plan: {plan.summary()}\n"
             f"  weights {_gb(b.weights)}, KV cache {_gb(b.kv_cache)}, compute {_gb(b.compute)}, "
             f"reserve {_gb(b.reserve)}\n"
         )
-    return EXIT_OK if estimate.fits else EXIT_NOTHING_FITS
+        for override in plan.tensor_overrides:
+            out.write(f"  tensor override (llama.cpp -ot): {override}\n")
+        for note in plan.notes:
+            out.write(f"  note: {note}\n")
+    return EXIT_OK
 
 
 def _estimate_dict(estimate: Any) -> dict[str, Any]:

@@ -99,6 +99,7 @@ class ModelFacts:
     parameters: int = 0  # active per token for MoE
     file_size: int = 0
     exact: bool = False  # from tensor sizes rather than an approximation
+    mla: bool = False  # DeepSeek's multi-head latent attention: llama.cpp caches the latent K only (no V cache)
     output_tied: bool = False  # output reuses token_embd: no extra RAM on the CPU, a copy on a GPU
 
     @property
@@ -115,8 +116,14 @@ class ModelFacts:
         return self.expert_used_count / self.expert_count if self.is_moe else 1.0
 
     def kv_bytes_per_token(self, type_k: str = "f16", type_v: str = "f16") -> float:
-        """KV cache bytes per context token over all layers (the same formula covers MLA's latent "head")."""
+        """KV cache bytes per context token over all layers.
+
+        With MLA, llama.cpp stores one latent "head" of key_length (kv_lora_rank + rope dims) per layer and no V cache
+        at all (``has_v = !is_mla`` in llama-kv-cache.cpp): V is recomputed from the latent.
+        """
         bpe_k, bpe_v = KV_BYTES_PER_ELEMENT[type_k], KV_BYTES_PER_ELEMENT[type_v]
+        if self.mla:
+            return self.block_count * self.head_count_kv * self.key_length * bpe_k
         return self.block_count * self.head_count_kv * (self.key_length * bpe_k + self.value_length * bpe_v)
 
 
@@ -241,6 +248,7 @@ def facts_from_headers(headers: Sequence[GGUFHeader]) -> ModelFacts:
         other_bytes=other,
         expert_count=n_expert,
         expert_used_count=n_used,
+        mla=first.arch_int("attention.key_length_mla") is not None,
         parameters=int(active),
         file_size=sum(h.file_size for h in headers),
         exact=True,
@@ -302,6 +310,7 @@ def facts_from_entry(entry: CatalogEntry) -> ModelFacts:
         parameters=int(active),
         file_size=total,
         exact=False,
+        mla=arch.key_length_mla is not None,
     )
 
 
@@ -424,17 +433,25 @@ def _place(facts: ModelFacts, hw: Hardware, context: int, options: FitOptions) -
                 )  # fmt: skip
 
     if n_gpus:
-        used = 0.0
+        # llama.cpp offloads the *last* n_gpu_layers of (blocks + the output layer): the output layer goes first (with
+        # tied embeddings it is a copy of token_embd, often the largest single tensor), then blocks from the end.
+        used = float(out)
         n = 0
-        while n < blocks and used + facts.layer_bytes[n] + kv_layer <= gpu_cap:
-            used += facts.layer_bytes[n] + kv_layer
-            n += 1
+        if used <= gpu_cap:
+            n = 1
+            i = blocks - 1
+            while i >= 0 and used + facts.layer_bytes[i] + kv_layer <= gpu_cap:
+                used += facts.layer_bytes[i] + kv_layer
+                n += 1
+                i -= 1
+        gpu_blocks = n - 1  # blocks on the GPU: the last ones
+        cpu_blocks = blocks - gpu_blocks
         if n > 0:
             gpu_bytes = int(used) + compute * n_gpus + gpu_reserve(hw)
-            ram = int(sum(facts.layer_bytes[n:]) + kv_layer * (blocks - n) + out_cpu + compute)
+            ram = int(sum(facts.layer_bytes[:cpu_blocks]) + kv_layer * cpu_blocks + facts.other_bytes + compute)
             if ram <= ram_cap(gpu_bytes):
-                gpu_read = sum(active[:n]) + kv_read_layer * n
-                cpu_read = sum(active[n:]) + kv_read_layer * (blocks - n) + out
+                gpu_read = sum(active[cpu_blocks:]) + kv_read_layer * gpu_blocks + out
+                cpu_read = sum(active[:cpu_blocks]) + kv_read_layer * cpu_blocks
                 return _Plan(
                     Verdict.PARTIAL_OFFLOAD, n, 0, gpu_bytes, ram + facts.token_embd_bytes + runtime + CPU_RESERVE,
                     gpu_read, cpu_read, breakdown(gpu_reserve(hw) + CPU_RESERVE),
@@ -539,8 +556,8 @@ def _estimate(plan: _Plan, facts: ModelFacts, hw: Hardware, ctx: int, *, explici
         )
     elif plan.verdict is Verdict.PARTIAL_OFFLOAD:
         reason = (
-            f"Too large for {where} alone: {plan.n_gpu_layers} of {facts.block_count} layers run on the GPU and the "
-            f"rest on the CPU, with {ctx_text}, {rate}."
+            f"Too large for {where} alone: the output layer and {plan.n_gpu_layers - 1} of {facts.block_count} layers "
+            f"run on the GPU and the rest on the CPU, with {ctx_text}, {rate}."
         )
     elif plan.verdict is Verdict.CPU_ONLY:
         why = "no usable GPU was found" if not hw.gpus else "not even one layer fits on the GPU"

@@ -315,9 +315,43 @@ class GGUFHeader:
 RangeReader = Callable[[int, int], bytes]
 
 
+def shard_paths(first: Path, count: int) -> list[Path]:
+    """Sibling shard names of a split model, llama.cpp style: name-00001-of-00003.gguf (empty if not so named)."""
+    marker = f"-00001-of-{count:05d}"
+    if marker not in first.name:
+        return []
+    return [first.with_name(first.name.replace(marker, f"-{i:05d}-of-{count:05d}")) for i in range(1, count + 1)]
+
+
+_HEADER_CACHE: dict[tuple[str, int, int, int], GGUFHeader] = {}
+_HEADER_CACHE_SIZE = 8
+
+
 def read_gguf_header(path: Path, *, max_metadata_bytes: int = 64 << 20, keep_large_arrays: bool = False) -> GGUFHeader:
-    """Parse and validate ``path``'s header; raises GGUFError naming the file and what is wrong."""
+    """Parse and validate ``path``'s header; raises GGUFError naming the file and what is wrong.
+
+    With the default arguments the result is remembered per file (path, size, modification time, inode): one load
+    checks, plans and opens the same file, and a 262k-token vocabulary takes most of a second to parse.
+    """
     path = Path(path)
+    if max_metadata_bytes == 64 << 20 and not keep_large_arrays:
+        try:
+            st = path.stat()
+        except OSError:
+            pass
+        else:
+            key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+            cached = _HEADER_CACHE.get(key)
+            if cached is None:
+                cached = _read_gguf_header(path, max_metadata_bytes=max_metadata_bytes, keep_large_arrays=False)
+                while len(_HEADER_CACHE) >= _HEADER_CACHE_SIZE:
+                    _HEADER_CACHE.pop(next(iter(_HEADER_CACHE)))
+                _HEADER_CACHE[key] = cached
+            return cached
+    return _read_gguf_header(path, max_metadata_bytes=max_metadata_bytes, keep_large_arrays=keep_large_arrays)
+
+
+def _read_gguf_header(path: Path, *, max_metadata_bytes: int, keep_large_arrays: bool) -> GGUFHeader:
     try:
         handle = path.open("rb")
     except FileNotFoundError as exc:

@@ -281,7 +281,6 @@ def _guarded(notes: list[str], what: str, probe: Callable[[], Any], default: Any
 
 # --- llama.cpp ------------------------------------------------------------------------------------------------
 
-_DEV_TYPE_GPU, _DEV_TYPE_IGPU = 1, 2
 _BACKENDS: dict[str, Backend] = {
     "CUDA": "cuda",
     "ROCM": "rocm",
@@ -294,66 +293,21 @@ _BACKENDS: dict[str, Backend] = {
 }
 
 
+def backend_of(device_name: str) -> Backend:
+    """llama.cpp's device name (``CUDA0``, ``Vulkan1``, ``MTL0``, ``RPC0``…) → the backend it belongs to."""
+    return next((b for k, b in _BACKENDS.items() if device_name.upper().startswith(k)), "other")
+
+
 def _probe_llama_cpp() -> tuple[bool, list[GPUInfo]]:
     import llama_cpp
 
+    from enclave.engine.llama_runtime import devices
+
     # llama_supports_gpu_offload() is also true for a CPU-only build that includes the RPC backend (remote devices);
-    # what this computer can offload to is a GPU device in llama.cpp's registry, checked below.
+    # what this computer can offload to is a GPU device in llama.cpp's registry.
     offload = bool(llama_cpp.llama_supports_gpu_offload())
-    lib = _ggml_library(Path(llama_cpp.__file__).parent / "lib")
-    if lib is None:
-        return offload, []
-    lib.ggml_backend_dev_count.restype = ctypes.c_size_t
-    lib.ggml_backend_dev_count.argtypes = []
-    lib.ggml_backend_dev_get.restype = ctypes.c_void_p
-    lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
-    for fn in ("ggml_backend_dev_name", "ggml_backend_dev_description"):
-        getattr(lib, fn).restype = ctypes.c_char_p
-        getattr(lib, fn).argtypes = [ctypes.c_void_p]
-    lib.ggml_backend_dev_type.restype = ctypes.c_int
-    lib.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
-    lib.ggml_backend_dev_memory.restype = None
-    size_p = ctypes.POINTER(ctypes.c_size_t)
-    lib.ggml_backend_dev_memory.argtypes = [ctypes.c_void_p, size_p, size_p]
-    gpus: list[GPUInfo] = []
-    for index in range(lib.ggml_backend_dev_count()):
-        dev = lib.ggml_backend_dev_get(index)
-        kind = lib.ggml_backend_dev_type(dev)
-        if kind not in (_DEV_TYPE_GPU, _DEV_TYPE_IGPU):
-            continue
-        dev_name = (lib.ggml_backend_dev_name(dev) or b"").decode(errors="replace")
-        description = (lib.ggml_backend_dev_description(dev) or b"").decode(errors="replace") or dev_name
-        free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
-        lib.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
-        backend: Backend = next((b for k, b in _BACKENDS.items() if dev_name.upper().startswith(k)), "other")
-        unified = kind == _DEV_TYPE_IGPU or backend == "metal"
-        gpus.append(
-            GPUInfo(
-                name=description,
-                backend=backend,
-                total_bytes=int(total.value),
-                free_bytes=int(free.value),
-                unified=unified,
-                bandwidth_gbs=bandwidth_for(description, int(total.value), unified=unified),
-                source="llama.cpp",
-            )
-        )
+    gpus = [d.gpu_info() for d in devices() if d.is_gpu]
     return offload and bool(gpus), gpus
-
-
-def _ggml_library(lib_dir: Path) -> ctypes.CDLL | None:
-    """The ggml library that holds the backend registry (``ggml_backend_dev_count``), next to llama_cpp's."""
-    names = ("libggml.so", "libggml.dylib", "ggml.dll", "libggml.dll")
-    for name in names:
-        candidate = lib_dir / name
-        if candidate.exists():
-            lib = ctypes.CDLL(str(candidate))
-            if hasattr(lib, "ggml_backend_dev_count"):
-                return lib
-    return None
-
-
-# --- NVML, sysfs, Apple -----------------------------------------------------------------------------------------
 
 
 def _probe_nvml() -> list[GPUInfo]:

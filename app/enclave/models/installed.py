@@ -179,9 +179,9 @@ def import_model(registry: ModelRegistry, path: Path) -> InstalledModel:
         return existing
     paths = [path]
     if header.is_split:
-        from enclave.engine.gguf_check import _shard_paths
+        from enclave.models.gguf import shard_paths
 
-        paths = _shard_paths(path, header.split_count) or [path]
+        paths = shard_paths(path, header.split_count) or [path]
     architecture = header.architecture or "unknown"
     pooling = header.metadata.get(f"{architecture}.pooling_type")
     model = InstalledModel(

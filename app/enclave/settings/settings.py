@@ -30,7 +30,11 @@ __all__ = [
     "validate",
 ]
 
-SETTINGS_VERSION = 1
+SETTINGS_VERSION = 2
+# Version 1 stored the old fixed defaults (4,096-token context, "all" GPU layers) as if the user had chosen them;
+# from version 2 those mean Auto (the load plan decides), so a version-1 file's defaults are read as Auto.
+_V1_DEFAULTS = {"context_length": 4096, "gpu_layers": -1}
+KV_CACHE_CHOICES = ("f16", "q8_0", "q4_0")
 
 CONTEXT_LENGTH_RANGE = (512, 1_048_576)
 THREADS_RANGE = (1, 1024)
@@ -42,8 +46,9 @@ TOP_P_RANGE = (0.0, 1.0)
 @dataclass(frozen=True)
 class Settings:
     model_path: str | None = None
-    context_length: int = 4096  # 512..1_048_576
-    gpu_layers: int = -1  # -1 = all that fit/offload, 0 = CPU only, N = that many layers
+    context_length: int | None = None  # None = Auto (the load plan's choice); else 512..1_048_576
+    gpu_layers: int | None = None  # None = Auto (what fits); -1 = every layer, 0 = CPU only, N = that many layers
+    kv_cache_type: str | None = None  # None = Auto; "f16", "q8_0" or "q4_0"
     threads: int | None = None  # None = automatic
     temperature: float | None = None  # None = the model's recommended default; else 0.0..2.0
     top_p: float | None = None  # None = the model's default; else 0.0..1.0
@@ -66,8 +71,9 @@ class LoadedSettings:
 # Field name -> (accepted types, whether None is allowed). bool is rejected separately: it is an int subclass.
 _FIELD_TYPES: dict[str, tuple[type, bool]] = {
     "model_path": (str, True),
-    "context_length": (int, False),
-    "gpu_layers": (int, False),
+    "context_length": (int, True),
+    "gpu_layers": (int, True),
+    "kv_cache_type": (str, True),
     "threads": (int, True),
     "temperature": (float, True),
     "top_p": (float, True),
@@ -108,8 +114,11 @@ def validate(settings: Settings) -> Settings:
     checked = replace(settings, **{f.name: _check_type(f.name, getattr(settings, f.name)) for f in fields(Settings)})
     if checked.model_path == "":
         checked = replace(checked, model_path=None)
-    _check_range("context_length", checked.context_length, *CONTEXT_LENGTH_RANGE)
-    if checked.gpu_layers < -1:
+    if checked.context_length is not None:
+        _check_range("context_length", checked.context_length, *CONTEXT_LENGTH_RANGE)
+    if checked.kv_cache_type is not None and checked.kv_cache_type not in KV_CACHE_CHOICES:
+        raise SettingsError(f"kv_cache_type must be one of {', '.join(KV_CACHE_CHOICES)} or null")
+    if checked.gpu_layers is not None and checked.gpu_layers < -1:
         raise SettingsError(
             f"gpu_layers must be -1 (all layers), 0 (CPU only) or a positive number of layers, not {checked.gpu_layers}"
         )
@@ -163,6 +172,8 @@ class SettingsStore:
             data = json.loads(raw.decode("utf-8-sig"))  # -sig: tolerate a BOM from Windows editors
             if not isinstance(data, dict):
                 raise SettingsError(f"expected a JSON object, found {type(data).__name__}")
+            if data.get("version", 1) == 1:
+                data = {k: v for k, v in data.items() if not (k in _V1_DEFAULTS and v == _V1_DEFAULTS[k])}
             return LoadedSettings(settings_from_dict(data), None)
         except UnicodeDecodeError:
             reason = "it is not UTF-8 text"

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 
 from enclave.docs.ingest import DEFAULT_COLLECTION, IngestProgress
 from enclave.docs.viewer import launch, page_command
-from enclave.engine.types import GenerationStats, LoadRequest, ModelInfo
+from enclave.engine.types import GenerationStats, ModelInfo
 from enclave.models.recommend import Recommendation
 from enclave.paths import app_paths
 from enclave.settings.settings import Settings, SettingsStore
@@ -37,6 +37,7 @@ from enclave.ui.documents_dialog import DocumentsDialog, progress_text
 from enclave.ui.settings_dialog import SettingsDialog
 from enclave.ui.transcript import Transcript
 from enclave.ui.welcome import WelcomePage
+from enclave.usecases.loading import load_request, model_overrides
 from enclave.workers.docs_worker import DocsController
 from enclave.workers.download_worker import DownloadController
 from enclave.workers.engine_worker import EngineController
@@ -63,6 +64,7 @@ class MainWindow(QMainWindow):
         self._load_started = 0.0
         self._loading_name = ""
         self._previous_model: str | None = None
+        self._remember_on_load: str | None = None  # becomes settings.model_path once it has loaded
         self.downloads: DownloadController | None = None  # created when the Models dialog first opens
         self.recommendation: Recommendation | None = None  # for the first-run page, computed in the background
         self.documents = documents
@@ -155,7 +157,8 @@ class MainWindow(QMainWindow):
         self.settings_action = self._action("Settings…", "Ctrl+,", self.open_settings)
         self.models_action = self._action("Models…", "Ctrl+M", lambda: self.open_models())
         self.documents_action = self._action("Documents…", "Ctrl+D", lambda: self.open_documents())
-        self.add_documents_action = self._action("Add documents…", "Ctrl+Shift+D", self.add_documents)
+        # A lambda: QAction.triggered passes ``checked`` (False), which add_documents would take for its paths.
+        self.add_documents_action = self._action("Add documents…", "Ctrl+Shift+D", lambda: self.add_documents())
         self.find_action = self._action("Search chats", QKeySequence.StandardKey.Find, self.focus_search)
         self.stop_action = self._action("Stop", "Esc", self.escape)
         self.quit_action = self._action("Quit", QKeySequence.StandardKey.Quit, self.close)
@@ -208,33 +211,26 @@ class MainWindow(QMainWindow):
 
     # --- models -----------------------------------------------------------------------------------------------
 
-    def load_model(self, path: str) -> None:
-        """Load ``path`` with the global settings, overridden by that model's own (Models dialog) if it has any."""
-        from enclave.models.installed import ModelRegistry
+    def load_model(self, path: str, *, remember: bool = False) -> None:
+        """Load ``path`` with the global settings, overridden by that model's own (Models dialog) if it has any.
 
-        s = self.settings
-        overrides = {}
-        registry_path = app_paths().data / "models.json"
-        if registry_path.exists():
-            model = ModelRegistry(registry_path).find(path)
-            overrides = dict(model.overrides) if model is not None else {}
-        self.controller.load_model(
-            LoadRequest(
-                path=path,
-                n_ctx=int(overrides.get("context_length", s.context_length)),
-                n_gpu_layers=int(overrides.get("gpu_layers", s.gpu_layers)),
-                n_threads=s.threads,
-                kv_cache_type=str(overrides.get("kv_cache_type", "f16")),
-            )
-        )
+        ``remember``: the user chose this model; it is opened at the next start, but only once it has loaded here, so
+        a model that crashes llama.cpp never becomes the one every start opens.
+        """
+
+        if remember:
+            self._remember_on_load = path
+
+        # The same load `enclave chat` asks for: settings, then this model's own overrides; the rest is Auto and the
+        # engine's load plan decides (the status bar then says where the model runs).
+        self.controller.load_model(load_request(path, self.settings, model_overrides(path)))
 
     @Slot()
     def choose_model(self) -> None:
         start = str(Path(self.settings.model_path).parent) if self.settings.model_path else str(Path.home())
         path, _ = QFileDialog.getOpenFileName(self, "Open a model", start, "GGUF models (*.gguf);;All files (*)")
         if path:
-            self._save_settings(replace(self.settings, model_path=path))
-            self.load_model(path)
+            self.load_model(path, remember=True)
 
     @staticmethod
     def _dropped_model(event: QDragEnterEvent | QDropEvent) -> str | None:
@@ -274,8 +270,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(str(exc), 15000)
             self.welcome.show_error(str(exc))
             return
-        self._save_settings(replace(self.settings, model_path=path))
-        self.load_model(path)
+        self.load_model(path, remember=True)
 
     @Slot(str)
     def _on_model_loading(self, path: str) -> None:
@@ -294,12 +289,17 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def _on_model_loaded(self, info: ModelInfo) -> None:
+        remember = self._remember_on_load
+        if remember is not None and Path(remember) == Path(info.path):
+            self._remember_on_load = None
+            if self.settings.model_path != remember:
+                self._save_settings(replace(self.settings, model_path=remember))
         self._load_timer.stop()
         self.load_progress.hide()
         self.welcome.reset()
-        self.model_label.setText(f"{info.name} · {info.chat_format}")
+        self.model_label.setText(f"{info.name} · {info.placement or info.chat_format}")
         self.model_label.setToolTip(
-            f"{info.path}\nPrompt format: {info.chat_format} ({info.chat_format_source})\n"
+            f"{info.path}\nRuns on: {info.placement}\nPrompt format: {info.chat_format} ({info.chat_format_source})\n"
             f"Context: {info.n_ctx:,} tokens (trained for {info.n_ctx_train:,}) · loaded in {info.load_seconds:.1f} s"
         )
         self._show_context(0, info.n_ctx)
@@ -326,9 +326,14 @@ class MainWindow(QMainWindow):
         self._update_page()
 
     @Slot(str, int, int)
-    def _on_prompt_progress(self, _request_id: str, evaluated: int, total: int) -> None:
-        if total > 256:
-            self.statusBar().showMessage(f"Reading the conversation… {100 * evaluated // total} %", 2000)
+    def _on_prompt_progress(self, _request_id: str, evaluated: int, total: int, seconds_left: float) -> None:
+        if total > 256 and evaluated < total:
+            text = f"Reading the conversation… {100 * evaluated // total} %"
+            if seconds_left >= 1:
+                text += f" (about {round(seconds_left)} s left)"
+            self.statusBar().showMessage(text, 2000)
+        elif total > 256:
+            self.statusBar().clearMessage()
 
     def _update_page(self) -> None:
         has_model = self.controller.model is not None
@@ -519,8 +524,7 @@ class MainWindow(QMainWindow):
 
     @Slot(str)
     def _use_model(self, path: str) -> None:
-        self._save_settings(replace(self.settings, model_path=path))
-        self.load_model(path)
+        self.load_model(path, remember=True)
 
     # --- documents --------------------------------------------------------------------------------------------
 
@@ -632,14 +636,23 @@ class MainWindow(QMainWindow):
         registry = ModelRegistry(app_paths().ensure().data / "models.json")
         embedders = [(m.id, m.name) for m in registry.models() if m.role == "embedding"]
         active = registry.active("embedding")
+        model = self.controller.model
         dialog = SettingsDialog(
-            self.settings, self, embedding_models=embedders, embedding_active=active.id if active else None
+            self.settings,
+            self,
+            embedding_models=embedders,
+            embedding_active=active.id if active else None,
+            placement=model.placement if model is not None else "",
         )
         if dialog.exec() and dialog.result_settings is not None:
             reload = dialog.model_changed()
-            self._save_settings(dialog.result_settings)
-            if reload and self.settings.model_path:
-                self.load_model(self.settings.model_path)  # the chat stays; the next answer uses the new model
+            chosen_settings = dialog.result_settings
+            model_path = chosen_settings.model_path
+            if reload and model_path:  # a new model is remembered once it has loaded
+                chosen_settings = replace(chosen_settings, model_path=self.settings.model_path)
+            self._save_settings(chosen_settings)
+            if reload and model_path:
+                self.load_model(model_path, remember=True)  # the chat stays; the next answer uses the new model
             if dialog.embedding_changed():
                 chosen = dialog.chosen_embedding
                 try:

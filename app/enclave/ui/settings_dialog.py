@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 
 from enclave.settings.settings import Settings, SettingsError, validate
 
-MODEL_FIELDS = ("model_path", "context_length", "gpu_layers", "threads")
+MODEL_FIELDS = ("model_path", "context_length", "gpu_layers", "kv_cache_type", "threads")
 
 
 class SettingsDialog(QDialog):
@@ -35,8 +35,10 @@ class SettingsDialog(QDialog):
         *,
         embedding_models: Sequence[tuple[str, str]] = (),
         embedding_active: str | None = None,
+        placement: str = "",
     ) -> None:
-        """``embedding_models``: (id, name) of the installed embedding models; ``embedding_active``: the id in use."""
+        """``embedding_models``: (id, name) of the installed embedding models; ``embedding_active``: the id in use;
+        ``placement``: where the loaded model runs now (the load plan), shown beside the Auto choices."""
         super().__init__(parent)
         self.setWindowTitle("Settings")
         self.setAccessibleName("Settings")
@@ -52,9 +54,20 @@ class SettingsDialog(QDialog):
         model_row.addWidget(self.model_path, 1)
         model_row.addWidget(browse)
 
-        self.context = self._spin(512, 1_048_576, settings.context_length, "Context length (tokens)", step=512)
-        self.gpu_layers = self._spin(-1, 1000, settings.gpu_layers, "GPU layers (-1 = all)")
-        self.gpu_layers.setSpecialValueText("All that fit")
+        # Auto (the load plan decides) is the lowest value of each box; an explicit value is the user's and wins.
+        self.context = self._spin(0, 1_048_576, settings.context_length or 0, "Context length (tokens)", step=512)
+        self.context.setSpecialValueText("Auto")
+        layers = settings.gpu_layers if settings.gpu_layers is not None else -2
+        self.gpu_layers = self._spin(-2, 1000, layers, "GPU layers (Auto, -1 = all, 0 = CPU only)")
+        self.gpu_layers.setSpecialValueText("Auto (what fits)")
+        self.kv_cache = QComboBox(self)
+        self.kv_cache.setAccessibleName("KV cache type")
+        for label, value in (("Auto", None), ("f16 (full precision)", "f16"), ("q8_0", "q8_0"), ("q4_0", "q4_0")):
+            self.kv_cache.addItem(label, value)
+        self.kv_cache.setCurrentIndex(max(0, self.kv_cache.findData(settings.kv_cache_type)))
+        self.plan = QLabel(f"Planned now: {placement}" if placement else "Auto values are planned when a model loads.")
+        self.plan.setWordWrap(True)
+        self.plan.setAccessibleName("Where the model runs")
         self.threads = self._spin(0, 1024, settings.threads or 0, "CPU threads (0 = automatic)")
         self.threads.setSpecialValueText("Automatic")
         self.temperature, self.temperature_default = self._optional_float(settings.temperature, 0.0, 2.0, 0.6)
@@ -83,6 +96,8 @@ class SettingsDialog(QDialog):
         form.addRow("Model file", model_row)
         form.addRow("Context length", self.context)
         form.addRow("GPU layers", self.gpu_layers)
+        form.addRow("KV cache", self.kv_cache)
+        form.addRow("", self.plan)
         form.addRow("CPU threads", self.threads)
         form.addRow("Temperature", self._with_default(self.temperature, self.temperature_default))
         form.addRow("Top-p", self._with_default(self.top_p, self.top_p_default))
@@ -135,8 +150,9 @@ class SettingsDialog(QDialog):
         return replace(
             self._original,
             model_path=self.model_path.text().strip() or None,
-            context_length=self.context.value(),
-            gpu_layers=self.gpu_layers.value(),
+            context_length=self.context.value() or None,
+            gpu_layers=None if self.gpu_layers.value() == -2 else self.gpu_layers.value(),
+            kv_cache_type=self.kv_cache.currentData(),
             threads=self.threads.value() or None,
             temperature=None if self.temperature_default.isChecked() else self.temperature.value(),
             top_p=None if self.top_p_default.isChecked() else self.top_p.value(),
