@@ -38,6 +38,37 @@ def prompt_text(tokens: int) -> str:
     return FILLER * max(1, tokens // 33) + "\nWhat did the farmers do?"
 
 
+def document_question(count_tokens: object) -> str:
+    """A documents question as the app sends it: 7 sources from real PDFs (tests/data) in the grounded prompt."""
+    from enclave.docs.parsers import parse_file
+    from enclave.docs.prompt import build_document_prompt, sources_budget
+    from enclave.docs.search import SearchResult
+
+    data = Path(__file__).resolve().parents[1] / "tests" / "data" / "pdf"
+    pages = [
+        (str(pdf), page.number, page.text)
+        for pdf in sorted(data.rglob("*.pdf"))
+        for page in parse_file(pdf).pages
+        if len(page.text) > 400
+    ]
+    results = []
+    for i, (path, number, text) in enumerate(pages[:7]):
+        piece = text[:1600]
+        results.append(
+            SearchResult(
+                i, i, "bench", path, "pdf", number, 0, len(piece), piece, 1.0 / (i + 1), i + 1, i + 1, 0.5, True
+            )
+        )
+    context = build_document_prompt(
+        "What do these documents say about their layout and content?",
+        results,
+        budget_tokens=sources_budget(8192, 0),
+        count_tokens=count_tokens,  # type: ignore[arg-type]
+    )
+    assert len(context.sources) == 7, len(context.sources)
+    return context.prompt
+
+
 def child(args: argparse.Namespace) -> dict[str, float]:
     from enclave.engine.llama_backend import LlamaCppBackend
     from enclave.engine.types import (
@@ -50,11 +81,12 @@ def child(args: argparse.Namespace) -> dict[str, float]:
     )
 
     greedy = SamplingParams(temperature=0.0, top_k=1, top_p=1.0, min_p=0.0)
-    ctx = args.size + 512
+    ctx = (args.size or 8192) + 512  # size 0: the documents question, planned for an 8k context
     backend = LlamaCppBackend()
     backend.load(LoadRequest(path=str(args.model), n_ctx=ctx, n_threads=args.threads, n_batch=args.batch))
     warm = GenerationRequest(messages=(ChatMessage("user", prompt_text(300)),), sampling=greedy, max_tokens=1)
-    request = GenerationRequest(messages=(ChatMessage("user", prompt_text(args.size)),), sampling=greedy, max_tokens=1)
+    text = document_question(backend.count_tokens) if args.size == 0 else prompt_text(args.size)
+    request = GenerationRequest(messages=(ChatMessage("user", text),), sampling=greedy, max_tokens=1)
     tokens = backend.prompt_tokens(request.messages)
     warm_tokens = backend.prompt_tokens(warm.messages)
     if args.side == "raw":
@@ -67,18 +99,32 @@ def child(args: argparse.Namespace) -> dict[str, float]:
         start = time.perf_counter()
         llm.eval(tokens)
         seconds = time.perf_counter() - start
+        llm.sample(temp=0.0, top_k=1)  # the first answer token
+        first = time.perf_counter() - start
         backend.unload()
-        return {"tokens": len(tokens), "seconds": seconds}
+        return {"tokens": len(tokens), "seconds": seconds, "first_token": first}
     evict = GenerationRequest(messages=(ChatMessage("user", "x"),), max_tokens=1)  # nothing of the prompt cached
     list(backend.stream_chat(warm, GenerationControl()))
     list(backend.stream_chat(evict, GenerationControl()))
     if args.side == "app":
-        events = list(backend.stream_chat(request, GenerationControl()))
+        start = time.perf_counter()
+        events = []
+        first = None
+        for event in backend.stream_chat(
+            GenerationRequest(messages=request.messages, sampling=greedy, max_tokens=2), GenerationControl()
+        ):
+            events.append(event)
+            if first is None and type(event).__name__ == "TextDelta":
+                first = time.perf_counter() - start
         finished = events[-1]
         assert isinstance(finished, Finished)
         backend.unload()
         stats = finished.stats
-        return {"tokens": stats.prompt_tokens - stats.cached_tokens, "seconds": stats.prompt_seconds}
+        return {
+            "tokens": stats.prompt_tokens - stats.cached_tokens,
+            "seconds": stats.prompt_seconds,
+            "first_token": first if first is not None else float("nan"),
+        }
     # side == "stop": cancel at a random moment during the prompt, 10 times
     latencies = []
     for _ in range(args.stops):
@@ -127,6 +173,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--batches", default="128,256,512,1024,2048")
     parser.add_argument("--stops", type=int, default=10)
+    parser.add_argument("--doc-runs", type=int, default=5, help="documents-question time to first token (0: skip)")
     parser.add_argument("--size", type=int, default=1500, help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=("app", "raw", "stop"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -139,7 +186,7 @@ def main() -> int:
         print(json.dumps(child(args)))
         return 0
     print(f"model: {args.model.name}  threads: {args.threads}  n_batch = n_ubatch = {args.batch}  runs: {args.runs}")
-    for size in (int(s) for s in args.sizes.split(",")):
+    for size in (int(s) for s in args.sizes.split(",") if s):
         print(f"\n== prompt of ~{size} tokens: app (stream_chat) vs raw Llama.eval, same tokens, fresh process each")
         ratios, app_rates, raw_rates = [], [], []
         for run in range(args.runs):
@@ -158,9 +205,27 @@ def main() -> int:
             f"   app/raw: min {min(ratios):.3f} median {statistics.median(ratios):.3f}  (goal >= 0.95); "
             f"app median {statistics.median(app_rates):.0f} tok/s, raw median {statistics.median(raw_rates):.0f} tok/s"
         )
+    if args.doc_runs:
+        print(
+            "\n== time to first token of a documents question with 7 sources (real PDFs in tests/data), fresh processes"
+        )
+        app_first, raw_first = [], []
+        for run in range(args.doc_runs):
+            order = ("app", "raw") if run % 2 == 0 else ("raw", "app")
+            result = {side: spawn(args, side, 0, args.batch) for side in order}
+            app_first.append(result["app"]["first_token"])
+            raw_first.append(result["raw"]["first_token"])
+            print(
+                f"   run {run + 1}: {result['app']['tokens']} prompt tokens; app first text {app_first[-1]:.2f} s | "
+                f"raw eval + first token {raw_first[-1]:.2f} s"
+            )
+        print(
+            f"   app median {statistics.median(app_first):.2f} s (min {min(app_first):.2f}), raw median "
+            f"{statistics.median(raw_first):.2f} s (min {min(raw_first):.2f})"
+        )
     if args.batches:
         print("\n== raw Llama.eval tok/s by n_batch (= n_ubatch), ~1500-token prompt, min/median of 3")
-        for batch in (int(b) for b in args.batches.split(",")):
+        for batch in (int(b) for b in args.batches.split(",") if b):
             rates = [r["tokens"] / r["seconds"] for r in (spawn(args, "raw", 1500, batch) for _ in range(3))]
             print(f"   n_batch {batch:5d}: min {min(rates):.0f}  median {statistics.median(rates):.0f} tok/s")
     if args.stops:
