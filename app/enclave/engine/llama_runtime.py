@@ -46,8 +46,6 @@ _load_lock = threading.RLock()
 _initialised = False
 _log_callback: Any = None  # keep a reference: llama.cpp calls it from C for the life of the process
 _amx_offered: bool | None = None
-_recent_log: list[str] = []
-RECENT_LOG_LINES = 40
 
 AMX_OPT_IN = "ENCLAVE_LLAMA_AMX"
 
@@ -91,19 +89,12 @@ def init_llama_runtime() -> None:
         def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
             message = text.decode("utf-8", errors="replace").rstrip()
             if message:
-                _recent_log.append(message)
-                del _recent_log[:-RECENT_LOG_LINES]
                 # llama.cpp is chatty at INFO and WARNING about normal events; keep those out of the user's console.
                 _llama_log.log(logging.DEBUG if levels.get(level, 0) < logging.ERROR else logging.ERROR, "%s", message)
 
         _log_callback = callback
         llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
         _initialised = True
-
-
-def recent_llama_log() -> list[str]:
-    """The last lines llama.cpp logged in this process (for error messages)."""
-    return list(_recent_log)
 
 
 def ggml_library() -> Any:
@@ -265,16 +256,7 @@ def tensor_override(override: str) -> tuple[str, int]:
 
 def gpu_devices_present() -> bool:
     """Whether llama.cpp has a GPU (or integrated GPU) device registered in this process."""
-    lib = ggml_library()
-    lib.ggml_backend_dev_count.restype = ctypes.c_size_t
-    lib.ggml_backend_dev_count.argtypes = []
-    lib.ggml_backend_dev_get.restype = ctypes.c_void_p
-    lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
-    lib.ggml_backend_dev_type.restype = ctypes.c_int
-    lib.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
-    return any(
-        lib.ggml_backend_dev_type(lib.ggml_backend_dev_get(i)) in (1, 2) for i in range(lib.ggml_backend_dev_count())
-    )
+    return any(d.is_gpu for d in devices())
 
 
 def cpu_extra_buffer_types() -> list[str]:
