@@ -184,6 +184,10 @@ class Embedder:
     def embed_query(self, text: str) -> np.ndarray:
         return self._embed([self._fit(self.family.query_prefix, self._query_prefix_tokens, text)])[0]
 
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts as given (no query or document prefix), each cut to the model's input limit: the API's embeddings."""
+        return self._embed([self._fit("", 0, t) for t in texts])
+
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
         """Normalised float32 vectors, one row per text; llama-cpp-python packs them into batches of n_batch tokens."""
         if not texts:
