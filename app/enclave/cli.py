@@ -1,4 +1,5 @@
-"""Command line: ``enclave`` opens the app; ``enclave chat`` answers one prompt headlessly.
+"""Command line: ``enclave`` opens the app; ``enclave chat`` answers one prompt headlessly; ``enclave serve`` serves the
+model over a local OpenAI/DeepSeek-compatible API.
 
 This module stays Qt-free: the GUI is imported only when it is about to be shown, so scripts and CI can use the engine
 without a display.
@@ -49,6 +50,26 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--json", action="store_true", help="print one JSON object with reasoning, content and stats")
     chat.set_defaults(handler=lambda args: run_chat(args, sys.stdout, sys.stderr))
 
+    serve = commands.add_parser(
+        "serve", help="serve the model to other programs over an OpenAI- and DeepSeek-compatible API"
+    )
+    serve.add_argument("--model", dest="serve_model", metavar="PATH_OR_ID", help="GGUF file or installed model id")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this computer)")
+    serve.add_argument("--port", type=int, default=11435, help="port (default: 11435; 0 picks a free one)")
+    serve.add_argument(
+        "--api-key",
+        default=None,
+        help="require 'Authorization: Bearer KEY' (default: $ENCLAVE_API_KEY; required "
+        "when --host is not a loopback address)",
+    )
+    serve.add_argument("--ctx", type=int, default=None, metavar="N", help="context length (default: Auto)")
+    serve.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: all cores)")
+    serve.add_argument("--max-tokens", type=int, default=None, metavar="N", help="largest max_tokens a request may ask")
+    serve.add_argument(
+        "--max-wait", type=float, default=300.0, metavar="S", help="seconds a request may wait for its turn (503 after)"
+    )
+    serve.set_defaults(handler=lambda args: run_serve(args, sys.stderr))
+
     for register in _command_groups():
         register(commands)
 
@@ -89,6 +110,92 @@ def _positive(value: int | None, name: str, err: TextIO) -> bool:
         print(f"enclave: {name} must be a positive number", file=err)
         return False
     return True
+
+
+def _serve_model_path(requested: str | None) -> str | None:
+    """``--model`` as a file or an installed model's id; without it, the active chat model, then the last one opened."""
+    from pathlib import Path
+
+    from enclave.models.installed import ModelRegistry
+    from enclave.paths import app_paths
+    from enclave.usecases.loading import saved_settings
+
+    registry_file = app_paths().data / "models.json"
+    registry = ModelRegistry(registry_file) if registry_file.exists() else None
+    if requested:
+        found = registry.find(requested) if registry is not None else None
+        return found.path if found is not None else str(Path(requested).expanduser())
+    active = registry.active("chat") if registry is not None else None
+    return active.path if active is not None else saved_settings().model_path
+
+
+def run_serve(args: argparse.Namespace, err: TextIO) -> int:
+    import logging
+    import os
+
+    from enclave.engine.isolated import IsolatedBackend
+    from enclave.engine.types import ModelLoadError
+    from enclave.server.app import ServerOptions
+    from enclave.server.service import ApiServer, EmbeddingService, ServerConfigError, check_bind
+    from enclave.usecases.loading import load_request, model_overrides, saved_settings
+
+    checks = ((args.ctx, "--ctx"), (args.max_tokens, "--max-tokens"), (args.threads, "--threads"))
+    if not all(_positive(v, n, err) for v, n in checks):
+        return EXIT_USAGE
+    if not 0 <= args.port <= 65535 or args.max_wait <= 0:
+        print("enclave: --port must be 0-65535 and --max-wait positive", file=err)
+        return EXIT_USAGE
+    api_key = args.api_key or os.environ.get("ENCLAVE_API_KEY") or None
+    try:
+        check_bind(args.host, api_key)
+    except ServerConfigError as exc:
+        print(f"enclave: {exc}", file=err)
+        return EXIT_USAGE
+    path = _serve_model_path(args.serve_model)
+    if not path:
+        print("enclave: no model to serve; pass --model PATH_OR_ID (or choose one in the app first)", file=err)
+        return EXIT_USAGE
+    logging.basicConfig(level=logging.WARNING, format="enclave: %(message)s")
+    # Headless, llama.cpp runs in an engine host process (a crash there ends one answer, not the server);
+    # ENCLAVE_ENGINE_IN_PROCESS=1 keeps it in this process, as the app allows for debugging and profiling.
+    in_process = os.environ.get("ENCLAVE_ENGINE_IN_PROCESS") == "1"
+    if in_process:
+        from enclave.engine.llama_backend import LlamaCppBackend
+
+        backend: Any = LlamaCppBackend()
+    else:
+        backend = IsolatedBackend()
+    load = load_request(path, saved_settings(), model_overrides(path), n_ctx=args.ctx, n_threads=args.threads)
+    try:
+        try:
+            info = backend.load(load)
+        except ModelLoadError as exc:
+            print(f"enclave: {exc}", file=err)
+            return EXIT_MODEL
+        from enclave.docs.embedder import active_embedding_model_path
+
+        embeddings = EmbeddingService(active_embedding_model_path(), n_threads=args.threads)
+        options = ServerOptions(api_key=api_key, max_tokens=args.max_tokens)
+        try:
+            server = ApiServer(
+                backend,
+                host=args.host,
+                port=args.port,
+                options=options,
+                embeddings=embeddings,
+                max_wait_s=args.max_wait,
+            )
+        except ServerConfigError as exc:
+            print(f"enclave: {exc}", file=err)
+            return EXIT_USAGE
+        print(f"enclave: serving {info.name} ({info.placement}) at {server.url}", file=err, flush=True)
+        server.serve_forever()
+        return EXIT_OK
+    finally:
+        if in_process:
+            backend.unload()
+        else:
+            backend.close()
 
 
 def run_chat(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
