@@ -1,6 +1,6 @@
 """The architecture's one hard rule: Qt lives in workers/ and ui/ only.
 
-The core (engine, models, docs, storage, settings) must run headless: in the CLI, in CI, and later in a server.
+The core (engine, models, docs, storage, settings, server) must run headless: in the CLI, in CI, and in the API server.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "app" / "enclave"
-QT_FREE = ("engine", "models", "docs", "storage", "settings")
+QT_FREE = ("engine", "models", "docs", "storage", "settings", "server")
 QT_MODULES = ("PySide6", "shiboken6", "PyQt5", "PyQt6")
 GUI_PACKAGES = ("enclave.ui", "enclave.workers")
 

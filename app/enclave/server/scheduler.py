@@ -95,6 +95,7 @@ class Scheduler:
         self._waiting: collections.deque[Job] = collections.deque()
         self._running: Job | None = None
         self._closed = False
+        self.submitted = 0  # jobs accepted so far (tests and diagnostics)
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -109,6 +110,7 @@ class Scheduler:
             if len(self._waiting) >= self.max_waiting:
                 raise QueueFull
             self._waiting.append(job)
+            self.submitted += 1
             self._cond.notify_all()
         self._report()
         return job
@@ -119,23 +121,27 @@ class Scheduler:
         try:
             await asyncio.wait_for(job.started.wait(), timeout=max(remaining, 0.0))
         except TimeoutError:
-            if self.withdraw(job):
+            if self._take_back(job):
                 raise QueueTimeout from None
             await job.started.wait()  # it started just as the limit passed: serve it
 
-    def withdraw(self, job: Job) -> bool:
-        """Take a job that has not started out of the queue (True), or cancel it if it is running (False)."""
+    def _take_back(self, job: Job) -> bool:
+        """Take ``job`` out of the queue if it has not started; True if it was taken."""
         with self._cond:
-            if job.state == _WAITING:
-                job.state = _WITHDRAWN
-                with contextlib.suppress(ValueError):
-                    self._waiting.remove(job)
-                withdrawn = True
-            else:
-                job.control.cancel.set()
-                withdrawn = False
+            if job.state != _WAITING:
+                return False
+            job.state = _WITHDRAWN
+            with contextlib.suppress(ValueError):
+                self._waiting.remove(job)
         self._report()
-        return withdrawn
+        return True
+
+    def withdraw(self, job: Job) -> bool:
+        """The client is gone: take a job that has not started out of the queue (True), or cancel it (False)."""
+        if self._take_back(job):
+            return True
+        job.control.cancel.set()
+        return False
 
     @property
     def activity(self) -> Activity:

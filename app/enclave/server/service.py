@@ -94,6 +94,11 @@ class _Uvicorn(uvicorn.Server):
     def handle_exit(self, sig: int, frame: Any) -> None:
         self._on_exit()
         super().handle_exit(sig, frame)
+        # uvicorn raises the signal again once it has stopped; Ctrl+C or SIGTERM is how a server is meant to stop,
+        # so ``enclave serve`` cleans up (the engine host included) and exits with 0 instead.
+        captured = getattr(self, "_captured_signals", None)
+        if isinstance(captured, list):
+            captured.clear()
 
 
 class ApiServer:
@@ -132,6 +137,7 @@ class ApiServer:
             self._embedding_scheduler.close()
             message = f"Could not listen on {host}:{port}: the address is in use or not available."
             raise ServerConfigError(message) from None
+        self._socket.listen(config.backlog)  # connections wait in the backlog until uvicorn serves: none is refused
         self._server = _Uvicorn(config, self._stop_queues)
         self._thread: threading.Thread | None = None
         self._closed = False
