@@ -56,6 +56,11 @@ class Settings:
     think_budget: int = 0  # 0 = off (unlimited thinking); else max thinking tokens per message
     default_system_prompt: str = ""
     window_geometry: str = ""  # base64 Qt geometry, opaque here
+    # The local API server (enclave.server): off unless the user switches it on; other addresses need the key.
+    api_server_enabled: bool = False
+    api_server_host: str = "127.0.0.1"
+    api_server_port: int = 11435
+    api_server_key: str = ""
 
 
 class SettingsError(ValueError):
@@ -81,10 +86,14 @@ _FIELD_TYPES: dict[str, tuple[type, bool]] = {
     "think_budget": (int, False),
     "default_system_prompt": (str, False),
     "window_geometry": (str, False),
+    "api_server_enabled": (bool, False),
+    "api_server_host": (str, False),
+    "api_server_port": (int, False),
+    "api_server_key": (str, False),
 }
 assert set(_FIELD_TYPES) == {f.name for f in fields(Settings)}
 
-_TYPE_NAMES = {str: "text", int: "a whole number", float: "a number"}
+_TYPE_NAMES = {str: "text", int: "a whole number", float: "a number", bool: "true or false"}
 
 
 def _check_type(name: str, value: object) -> Any:
@@ -94,7 +103,8 @@ def _check_type(name: str, value: object) -> Any:
         if nullable:
             return None
     elif isinstance(value, bool):
-        pass
+        if expected is bool:
+            return value
     elif isinstance(value, expected):
         return value
     elif expected is float and isinstance(value, int):
@@ -130,6 +140,9 @@ def validate(settings: Settings) -> Settings:
         _check_range("top_p", checked.top_p, *TOP_P_RANGE)
     _check_range("max_tokens", checked.max_tokens, 0, TOKEN_LIMIT_MAX)
     _check_range("think_budget", checked.think_budget, 0, TOKEN_LIMIT_MAX)
+    _check_range("api_server_port", checked.api_server_port, 1, 65535)
+    if not checked.api_server_host.strip():
+        raise SettingsError("api_server_host must not be empty (127.0.0.1 serves this computer only)")
     return checked
 
 

@@ -261,9 +261,10 @@ class EngineController(QObject):
         self.cancel()
         self._unloadRequested.emit()
 
-    def generate(self, request: GenerationRequest) -> str:
+    def generate(self, request: GenerationRequest, control: GenerationControl | None = None) -> str:
+        """Queue ``request``; ``control`` lets a caller on another thread (the API server) hold the cancel flag."""
         self.start()
-        control = GenerationControl()
+        control = control or GenerationControl()
         self._controls[request.request_id] = control
         self._generateRequested.emit(request, control)
         return request.request_id
