@@ -109,3 +109,22 @@ def test_the_server_is_off_unless_switched_on(engine: Any) -> None:
     api.apply(Settings(api_server_enabled=True, api_server_host="0.0.0.0", api_server_port=free_port()))
     assert api.url is None and "API key" in failures[0]
     api.stop()
+
+
+def test_settings_dialog_switches_the_server_and_copies_its_address(qtbot: Any) -> None:
+    from PySide6.QtGui import QGuiApplication
+    from PySide6.QtWidgets import QPushButton
+
+    from enclave.ui.settings_dialog import SettingsDialog
+
+    dialog = SettingsDialog(Settings())
+    qtbot.addWidget(dialog)
+    assert not dialog.api_enabled.isChecked()  # off by default
+    dialog.api_enabled.setChecked(True)
+    dialog.api_port.setValue(8123)
+    assert dialog.api_address.text() == "http://127.0.0.1:8123/v1"
+    copy = [b for b in dialog.findChildren(QPushButton) if b.accessibleName() == "Copy the API address"]
+    copy[0].click()
+    assert QGuiApplication.clipboard().text() == "http://127.0.0.1:8123/v1"
+    chosen = dialog.collected()
+    assert (chosen.api_server_enabled, chosen.api_server_host, chosen.api_server_port) == (True, "127.0.0.1", 8123)

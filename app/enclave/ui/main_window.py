@@ -38,6 +38,7 @@ from enclave.ui.settings_dialog import SettingsDialog
 from enclave.ui.transcript import Transcript
 from enclave.ui.welcome import WelcomePage
 from enclave.usecases.loading import load_request, model_overrides
+from enclave.workers.api_server_worker import ApiServerController
 from enclave.workers.docs_worker import DocsController
 from enclave.workers.download_worker import DownloadController
 from enclave.workers.engine_worker import EngineController
@@ -121,6 +122,16 @@ class MainWindow(QMainWindow):
         bar.addPermanentWidget(self.load_progress)
         bar.addPermanentWidget(self.speed_label)
         bar.addPermanentWidget(self.context_gauge)
+        # The local API server (Settings → Local API server; off by default), on the same engine as the chats.
+        self.api_label = QLabel(self)
+        self.api_label.setAccessibleName("Local API server activity")
+        self.api_label.hide()
+        bar.addPermanentWidget(self.api_label)
+        self.api_server = ApiServerController(controller, self)
+        self.api_server.activityChanged.connect(self._show_api_activity)
+        self.api_server.failed.connect(lambda message: self.statusBar().showMessage(message, 15000))
+        self.api_server.apply(settings)
+        self._show_api_activity(0, 0)
 
         self.session = ChatSession(store, controller, self.transcript, lambda: self.settings, self, documents)
         self._load_timer = QTimer(self)
@@ -651,6 +662,8 @@ class MainWindow(QMainWindow):
             if reload and model_path:  # a new model is remembered once it has loaded
                 chosen_settings = replace(chosen_settings, model_path=self.settings.model_path)
             self._save_settings(chosen_settings)
+            self.api_server.apply(self.settings)
+            self._show_api_activity(0, 0)
             if reload and model_path:
                 self.load_model(model_path, remember=True)  # the chat stays; the next answer uses the new model
             if dialog.embedding_changed():
@@ -677,6 +690,18 @@ class MainWindow(QMainWindow):
             )
             self.statusBar().showMessage(message, 8000)
 
+    @Slot(int, int)
+    def _show_api_activity(self, running: int, waiting: int) -> None:
+        url = self.api_server.url
+        self.api_label.setVisible(url is not None)
+        if url is None:
+            return
+        self.api_label.setToolTip(f"Local API server at {url}")
+        if running:
+            self.api_label.setText("API: answering" + (f" · {waiting} waiting" if waiting else ""))
+        else:
+            self.api_label.setText("API on")
+
     def _save_settings(self, settings: Settings) -> None:
         self.settings = settings
         try:
@@ -694,5 +719,6 @@ class MainWindow(QMainWindow):
             self.documents_dialog.close()
         if self.documents is not None:
             self.documents.shutdown()  # the queue is kept in the index and resumes next time
+        self.api_server.stop()  # before the engine: a request in flight is cancelled, not left waiting
         self.controller.shutdown()
         super().closeEvent(event)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -13,6 +15,7 @@ from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -105,11 +108,49 @@ class SettingsDialog(QDialog):
         form.addRow("Thinking budget", self.think_budget)
         form.addRow("Default system prompt", self.system_prompt)
         form.addRow("Document embeddings", self.embedding)
+        form.addRow(self._api_server_group(settings))
         form.addRow(self.error)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel, self)
         buttons.accepted.connect(self._accept)
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
+
+    def _api_server_group(self, settings: Settings) -> QGroupBox:
+        """Local API server (enclave.server): off by default; its address with a copy button."""
+        group = QGroupBox("Local API server", self)
+        self.api_enabled = QCheckBox("Serve the model to other programs (OpenAI- and DeepSeek-compatible API)", group)
+        self.api_enabled.setChecked(settings.api_server_enabled)
+        self.api_host = QLineEdit(settings.api_server_host, group)
+        self.api_host.setAccessibleName("API server address to listen on")
+        self.api_host.setToolTip("127.0.0.1: this computer only. Any other address needs an API key.")
+        self.api_port = self._spin(1, 65535, settings.api_server_port, "API server port")
+        self.api_key = QLineEdit(settings.api_server_key, group)
+        self.api_key.setEchoMode(QLineEdit.EchoMode.Password)
+        self.api_key.setPlaceholderText("none (only for 127.0.0.1)")
+        self.api_key.setAccessibleName("API key clients must send")
+        self.api_address = QLabel(group)
+        self.api_address.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        copy = QPushButton("Copy", group)
+        copy.setAccessibleName("Copy the API address")
+        copy.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.api_address.text()))
+        address_row = QHBoxLayout()
+        address_row.addWidget(self.api_address, 1)
+        address_row.addWidget(copy)
+        for widget in (self.api_host, self.api_port):
+            signal = widget.textChanged if isinstance(widget, QLineEdit) else widget.valueChanged
+            signal.connect(self._show_api_address)
+        self._show_api_address()
+        layout = QFormLayout(group)
+        layout.addRow(self.api_enabled)
+        layout.addRow("Address", self.api_host)
+        layout.addRow("Port", self.api_port)
+        layout.addRow("API key", self.api_key)
+        layout.addRow("Base URL", address_row)
+        return group
+
+    def _show_api_address(self) -> None:
+        host = self.api_host.text().strip() or "127.0.0.1"
+        self.api_address.setText(f"http://{f'[{host}]' if ':' in host else host}:{self.api_port.value()}/v1")
 
     def _spin(self, low: int, high: int, value: int, accessible: str, step: int = 1) -> QSpinBox:
         spin = QSpinBox(self)
@@ -159,6 +200,10 @@ class SettingsDialog(QDialog):
             max_tokens=self.max_tokens.value(),
             think_budget=self.think_budget.value(),
             default_system_prompt=self.system_prompt.toPlainText(),
+            api_server_enabled=self.api_enabled.isChecked(),
+            api_server_host=self.api_host.text().strip(),
+            api_server_port=self.api_port.value(),
+            api_server_key=self.api_key.text(),
         )
 
     def _accept(self) -> None:
