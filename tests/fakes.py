@@ -107,15 +107,19 @@ class ScriptedBackend:
                 produced += 1
                 yield TextDelta(reasoning=piece)
             yield ThinkingClosed(forced=forced)
+            reason = FinishReason.STOP
             for piece in self._chunks(self.script.answer):
                 if control.cancel.is_set():
                     yield Finished(FinishReason.CANCELLED, GenerationStats(completion_tokens=produced))
                     return
+                if request.max_tokens is not None and produced >= request.max_tokens:
+                    reason = FinishReason.LENGTH  # like llama.cpp: the answer stops mid-sentence at the limit
+                    break
                 time.sleep(self.script.delay_s)
                 produced += 1
                 yield TextDelta(content=piece)
             yield Finished(
-                FinishReason.STOP,
+                reason,
                 GenerationStats(
                     prompt_tokens=10,
                     completion_tokens=produced,

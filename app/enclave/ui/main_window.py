@@ -65,6 +65,8 @@ class MainWindow(QMainWindow):
         self._loading_name = ""
         self._previous_model: str | None = None
         self._remember_on_load: str | None = None  # becomes settings.model_path once it has loaded
+        self._reading_without_model = False  # a past chat picked from the list while no model is loaded
+        self._last_collections: tuple[str, ...] = ()  # documents last added or used: new chats answer from them
         self.downloads: DownloadController | None = None  # created when the Models dialog first opens
         self.recommendation: Recommendation | None = None  # for the first-run page, computed in the background
         self.documents = documents
@@ -136,6 +138,7 @@ class MainWindow(QMainWindow):
         recent = self.store.list_conversations()
         if recent:
             self.session.open_conversation(recent[0].id)
+            self._last_collections = recent[0].collections
         self._update_page()
 
     # --- setup ------------------------------------------------------------------------------------------------
@@ -195,12 +198,14 @@ class MainWindow(QMainWindow):
         self.session.problem.connect(lambda text: self.statusBar().showMessage(text, 8000))
         panel = self.conversations
         panel.conversationSelected.connect(self._open_conversation)
+        panel.conversationActivated.connect(self._activate_conversation)
         panel.newRequested.connect(self.new_chat)
         panel.renameRequested.connect(self.rename_conversation)
         panel.deleteRequested.connect(self.delete_conversation)
         panel.exportRequested.connect(self.export_conversation)
         panel.searchChanged.connect(lambda _text: self._refresh_conversations())
         self.session.editRequested.connect(self.begin_edit)
+        self.session.regenerateRequested.connect(self.regenerate)
         self.session.sourceOpenRequested.connect(self.open_source)
         self.composer.documents_menu.aboutToShow.connect(self._fill_documents_menu)
         if self.documents is not None:
@@ -312,7 +317,7 @@ class MainWindow(QMainWindow):
             if recent:
                 self.session.open_conversation(recent[0].id)
             else:
-                self.session.new_conversation()
+                self.new_chat()
         self._update_page()
         self.composer.editor.setFocus()
 
@@ -336,11 +341,14 @@ class MainWindow(QMainWindow):
             self.statusBar().clearMessage()
 
     def _update_page(self) -> None:
+        """The chat needs a model: without one (and none loading) the welcome page says how to get one. Past chats
+        stay readable: picking one in the list shows it, and asking there brings the welcome page back."""
         has_model = self.controller.model is not None
-        show_chat = has_model or (self.session.conversation_id is not None and not self.controller.loading)
-        if not has_model and self.session.conversation_id is None:
-            show_chat = False
+        reading = self._reading_without_model and not self.controller.loading
+        show_chat = self.session.conversation_id is not None and (has_model or reading)
         self.pages.setCurrentWidget(self.chat_page if show_chat else self.welcome)
+        if not show_chat:
+            self.welcome.focus_first()
 
     # --- chats ------------------------------------------------------------------------------------------------
 
@@ -353,6 +361,7 @@ class MainWindow(QMainWindow):
     def _open_conversation(self, conversation_id: int) -> None:
         self.composer.cancel_edit()
         self.session.open_conversation(conversation_id)
+        self._reading_without_model = self.controller.model is None
         self._update_page()
 
     @Slot(int)
@@ -366,22 +375,67 @@ class MainWindow(QMainWindow):
         elif self.controller.model is not None:
             self._show_context(0, self.controller.model.n_ctx)
 
+    @Slot(int)
+    def _activate_conversation(self, conversation_id: int) -> None:
+        self._open_conversation(conversation_id)
+        if self.pages.currentWidget() is self.chat_page:
+            self.composer.editor.setFocus(Qt.FocusReason.OtherFocusReason)
+
+    def _needs_model(self) -> None:
+        """Asked for a chat with no model: the welcome page explains how to get one (nothing is saved)."""
+        self._reading_without_model = False
+        self.welcome.show_needs_model()
+        self._update_page()
+
     @Slot()
     def new_chat(self) -> None:
+        """Start a chat. It answers from the same documents as the chat you were in (or the documents you last
+        added), shown on the composer's Documents button; an empty chat is reused rather than saved again."""
         if self.session.busy:
             return
         self.composer.cancel_edit()
-        self.session.new_conversation()
+        if self.controller.model is None and not self.controller.loading:
+            self._needs_model()
+            return
+        collections = self._chat_collections() or self._last_collections
+        current = self.session.conversation()
+        if current is not None and not self.store.messages(current.id):
+            conversation_id = current.id  # already a blank chat: don't pile up empty ones
+        else:
+            conversation_id = self.session.new_conversation()
+        if collections and not self._chat_collections():
+            self.store.set_collections(conversation_id, list(collections))
+        self._show_chat_collections()
         self._update_page()
         self.composer.editor.setFocus()
 
     @Slot(str)
     def _send(self, text: str) -> None:
+        if self.controller.model is None:
+            self._needs_model()  # the typed text stays in the composer
+            return
         editing = self.composer.editing_message_id
         if self.session.send(text, replace_from=editing):
             self.composer.finish_edit()
             self.composer.editor.clear()
             self._update_page()
+
+    @Slot(int)
+    def regenerate(self, message_id: int) -> None:
+        """Write an answer again; when later messages would be replaced, say how many and ask first."""
+        later = self.session.messages_after(message_id)
+        if later and not self.session.busy:
+            noun = "message" if later == 1 else "messages"
+            answer = QMessageBox.question(
+                self,
+                "Regenerate this answer?",
+                f"Regenerating this answer also deletes the {later} later {noun} in this chat. This cannot be undone.",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+                QMessageBox.StandardButton.Cancel,
+            )
+            if answer != QMessageBox.StandardButton.Yes:
+                return
+        self.session.regenerate(message_id)
 
     @Slot(int)
     def begin_edit(self, message_id: int) -> None:
@@ -393,6 +447,10 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def escape(self) -> None:
+        search = self.conversations.search
+        if search.hasFocus() and search.text():
+            search.clear()  # Esc in the search box clears it (and lists every chat again)
+            return
         if self.session.busy:
             self.session.stop()
         else:
@@ -544,6 +602,7 @@ class MainWindow(QMainWindow):
         if used:
             names.append(name)
         self.store.set_collections(conversation.id, names)
+        self._last_collections = tuple(names)
         self._show_chat_collections()
 
     @Slot()
@@ -578,8 +637,10 @@ class MainWindow(QMainWindow):
         self.documents.add_paths(paths, collection)
         if self.session.conversation_id is not None and collection not in self._chat_collections():
             self._use_collection(collection, True)
+        self._last_collections = self._chat_collections() or (collection,)
         count = f"{len(paths)} item{'s' if len(paths) != 1 else ''}"
-        self.statusBar().showMessage(f"Indexing {count} into “{collection}” — this chat answers from it", 8000)
+        where = "this chat and new chats answer from it" if self.session.conversation_id else "new chats answer from it"
+        self.statusBar().showMessage(f"Indexing {count} into “{collection}” — {where}", 8000)
 
     def open_documents(self, collection: str | None = None) -> DocumentsDialog | None:
         if self.documents is None:
