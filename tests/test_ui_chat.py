@@ -548,3 +548,17 @@ def test_message_actions_are_icons_in_reading_order_with_a_focus_ring(app: App) 
     image = user_card.edit_button.grab().toImage()
     highlight = app.window.palette().color(QPalette.ColorRole.Highlight)
     assert any(contrast(image.pixelColor(x, user_card.edit_button.height() // 2), highlight) < 1.3 for x in range(0, 4))
+
+
+def test_a_long_prompt_shows_its_reading_progress_in_the_answer(app: App) -> None:
+    app.backend.script.prompt_tokens = 2000
+    app.backend.script.prompt_pause_s = 0.3
+    app.load()
+    app.send("Summarise everything", wait=False)
+    card = app.window.transcript.cards()[-1]
+    assert card.progress.isVisibleTo(card) and card.progress.text() == "Reading your question…"  # before any news
+    app.qtbot.waitUntil(lambda: "%" in card.progress.text(), timeout=5000)
+    assert card.progress.text().startswith("Reading the conversation (2,000 tokens)… ")
+    app.qtbot.waitUntil(lambda: bool(card.thinking.text), timeout=5000)
+    assert not card.progress.isVisibleTo(card)  # the first words replace it
+    app.wait_idle()

@@ -305,6 +305,8 @@ class ChatSession(QObject):
         card = self._card()
         if card is not None:
             card.set_sources(live.sources, live.note)
+            count = len(live.sources)
+            card.show_progress(f"Reading {count} document excerpt{'s' if count != 1 else ''} and your question…")
         self._generate(replace(request, messages=(*history, ChatMessage("user", context.prompt))))
 
     @Slot(str, str)
@@ -316,6 +318,12 @@ class ChatSession(QObject):
         self._finalize(
             MessageStatus.FAILED, None, f"{message} Try again, or turn documents off for this chat and ask again."
         )
+
+    def show_progress(self, request_id: str, text: str) -> None:
+        """What the streaming answer is waiting for, shown in its card until the first word."""
+        card = self._card()
+        if card is not None and self.live is not None and self.live.request_id == request_id:
+            card.show_progress(text)
 
     def stop(self) -> None:
         live = self.live

@@ -192,6 +192,8 @@ class MainWindow(QMainWindow):
         self.composer.stopRequested.connect(self.session.stop)
         self.composer.systemPromptRequested.connect(self.edit_system_prompt)
         self.session.busyChanged.connect(self.composer.set_busy)
+        if self.documents is not None:
+            self.session.busyChanged.connect(lambda _busy: self._on_index_progress(self.documents.progress_state))
         self.session.statsChanged.connect(self._on_stats)
         self.session.conversationsChanged.connect(self._refresh_conversations)
         self.session.conversationOpened.connect(self._on_conversation_opened)
@@ -331,14 +333,18 @@ class MainWindow(QMainWindow):
         self._update_page()
 
     @Slot(str, int, int)
-    def _on_prompt_progress(self, _request_id: str, evaluated: int, total: int, seconds_left: float) -> None:
+    def _on_prompt_progress(self, request_id: str, evaluated: int, total: int, seconds_left: float) -> None:
+        """Long prompts (documents, long chats) take a while before the first word: say how far, in the answer
+        itself and in the status bar."""
         if total > 256 and evaluated < total:
-            text = f"Reading the conversation… {100 * evaluated // total} %"
+            text = f"Reading the conversation ({total:,} tokens)… {100 * evaluated // total} %"
             if seconds_left >= 1:
-                text += f" (about {round(seconds_left)} s left)"
+                text += f", about {round(seconds_left)} s left"
             self.statusBar().showMessage(text, 2000)
+            self.session.show_progress(request_id, text)
         elif total > 256:
             self.statusBar().clearMessage()
+            self.session.show_progress(request_id, "Read the conversation; the answer starts…")
 
     def _update_page(self) -> None:
         """The chat needs a model: without one (and none loading) the welcome page says how to get one. Past chats
@@ -664,7 +670,12 @@ class MainWindow(QMainWindow):
             return
         paused = self.documents is not None and self.documents.paused
         done = f"{progress.files_done:,} / {progress.files_total:,}"
-        self.indexing_button.setText(f"Indexing paused · {done}" if paused else f"Indexing {done}")
+        if paused:
+            self.indexing_button.setText(f"Indexing paused · {done}")
+        elif self.session.busy:  # indexing waits while the model answers: both want every core
+            self.indexing_button.setText(f"Indexing waits for the answer · {done}")
+        else:
+            self.indexing_button.setText(f"Indexing {done}")
         self.indexing_button.setToolTip(progress_text(progress))
         self.indexing_button.show()
 

@@ -76,6 +76,11 @@ class MessageCard(QFrame):
         self.answer.citationClicked.connect(self._open_source)
         self.sources = SourcesView(self)
         self.sources.sourceClicked.connect(self._open_source)
+        # Until the first word arrives: what the model is doing ("Reading the conversation… 40 %"), never a blank.
+        self.progress = QLabel(self)
+        self.progress.setAccessibleName("What the model is doing")
+        mute(self.progress)
+        self.progress.hide()
         self.status = QLabel(self)
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -127,6 +132,7 @@ class MessageCard(QFrame):
             layout.setContentsMargins(SPACE_XS, SPACE_S, SPACE_XS, SPACE_XS)
         layout.setSpacing(SPACE_XS)
         layout.addWidget(self.who)
+        layout.addWidget(self.progress)
         layout.addWidget(self.thinking)
         layout.addWidget(self.answer)
         layout.addWidget(self.sources)
@@ -199,8 +205,16 @@ class MessageCard(QFrame):
         self.answer.hide()  # until the first answer text: no blank line under the thinking block
         self.set_model_name(model)
         self.footer.setText("")
+        self.show_progress("Reading your question…")
+
+    def show_progress(self, text: str) -> None:
+        """A line of what happens before the first word (prompt reading, waiting for the model); hidden by text."""
+        self.progress.setText(text)
+        self.progress.setVisible(bool(text))
 
     def append(self, reasoning: str, content: str) -> None:
+        if (reasoning or content) and self.progress.isVisibleTo(self):
+            self.progress.hide()
         if reasoning:
             self.thinking.append(reasoning)
         if content:
@@ -229,6 +243,7 @@ class MessageCard(QFrame):
         self, status: MessageStatus, stats: MessageStats | None, model: str | None, error: str | None = None
     ) -> None:
         self.thinking.stop_clock()
+        self.progress.hide()
         self.answer.finish()
         if self.sources.sources:
             self.sources.mark_cited(cited_numbers(self.answer.markdown()))
