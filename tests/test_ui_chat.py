@@ -562,3 +562,15 @@ def test_a_long_prompt_shows_its_reading_progress_in_the_answer(app: App) -> Non
     app.qtbot.waitUntil(lambda: bool(card.thinking.text), timeout=5000)
     assert not card.progress.isVisibleTo(card)  # the first words replace it
     app.wait_idle()
+
+
+def test_a_model_opened_with_file_open_is_listed_in_models(
+    app: App, gemma_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from enclave.models.installed import ModelRegistry
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(gemma_path), ""))
+    with app.qtbot.waitSignal(app.controller.modelLoaded, timeout=5000):
+        app.window.open_action.trigger()
+    registry = ModelRegistry(app.paths.data / "models.json")
+    assert [Path(m.path) for m in registry.models()] == [gemma_path]

@@ -237,7 +237,7 @@ class MainWindow(QMainWindow):
         start = str(Path(self.settings.model_path).parent) if self.settings.model_path else str(Path.home())
         path, _ = QFileDialog.getOpenFileName(self, "Open a model", start, "GGUF models (*.gguf);;All files (*)")
         if path:
-            self.load_model(path, remember=True)
+            self._open_model_file(path)
 
     @staticmethod
     def _dropped_model(event: QDragEnterEvent | QDropEvent) -> str | None:
@@ -269,9 +269,13 @@ class MainWindow(QMainWindow):
             self.add_documents(documents)
             return
         event.acceptProposedAction()
+        self._open_model_file(path)
+
+    def _open_model_file(self, path: str) -> None:
+        """A file opened or dropped becomes an imported (unverified) model, listed in Models, and is loaded."""
         from enclave.models.installed import ModelError, ModelRegistry, import_model
 
-        try:  # dropped files become imported (unverified) models, listed in Settings → Models
+        try:
             import_model(ModelRegistry(app_paths().ensure().data / "models.json"), Path(path))
         except ModelError as exc:
             self.statusBar().showMessage(str(exc), 15000)
