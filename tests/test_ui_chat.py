@@ -574,3 +574,19 @@ def test_a_model_opened_with_file_open_is_listed_in_models(
         app.window.open_action.trigger()
     registry = ModelRegistry(app.paths.data / "models.json")
     assert [Path(m.path) for m in registry.models()] == [gemma_path]
+
+
+def test_the_composer_row_keeps_its_width_and_sets_this_messages_thinking_budget(app: App) -> None:
+    app.backend.script.delay_s = 0.01
+    app.load()
+    composer = app.window.composer
+    width = composer.send_button.width()
+    composer.thinking_box.setCurrentIndex(composer.thinking_box.findData(512))
+    app.send("Think briefly", wait=False)
+    assert composer.send_button.text() == "Stop" and composer.send_button.width() == width
+    app.wait_idle()
+    assert composer.send_button.width() == width
+    assert app.backend.requests[-1].think_budget == 512
+    composer.thinking_box.setCurrentIndex(0)  # back to Settings (no budget there)
+    app.send("Think as long as you like")
+    assert app.backend.requests[-1].think_budget is None

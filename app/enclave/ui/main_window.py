@@ -124,7 +124,7 @@ class MainWindow(QMainWindow):
         bar.addPermanentWidget(self.speed_label)
         bar.addPermanentWidget(self.context_gauge)
 
-        self.session = ChatSession(store, controller, self.transcript, lambda: self.settings, self, documents)
+        self.session = ChatSession(store, controller, self.transcript, self._answer_settings, self, documents)
         self._load_timer = QTimer(self)
         self._load_timer.setInterval(1000)
         self._load_timer.timeout.connect(self._show_load_progress)
@@ -140,6 +140,11 @@ class MainWindow(QMainWindow):
             self.session.open_conversation(recent[0].id)
             self._last_collections = recent[0].collections
         self._update_page()
+
+    def _answer_settings(self) -> Settings:
+        """Settings for the next answer: the composer's thinking budget, when one is chosen, wins."""
+        budget = self.composer.think_budget()
+        return self.settings if budget is None else replace(self.settings, think_budget=budget)
 
     # --- setup ------------------------------------------------------------------------------------------------
 
