@@ -590,3 +590,20 @@ def test_the_composer_row_keeps_its_width_and_sets_this_messages_thinking_budget
     composer.thinking_box.setCurrentIndex(0)  # back to Settings (no budget there)
     app.send("Think as long as you like")
     assert app.backend.requests[-1].think_budget is None
+
+
+def test_the_header_names_the_model_and_an_empty_chat_offers_examples(app: App) -> None:
+    app.load()
+    header = app.window.header
+    assert header.picker.text().startswith(app.model.stem)
+    assert header.where.text() == "● Ready · runs on CPU"
+    app.window._fill_model_picker()
+    assert [a.text() for a in header.picker.menu_.actions() if a.text()][-2:] == ["Open a GGUF file…", "Manage models…"]
+    # A new chat is not a blank pane: the model, what it is good at, and examples that ask at a click.
+    assert app.window.chat_body.currentWidget() is app.window.empty_chat
+    assert app.model.stem in app.window.empty_chat.title.text()
+    assert len(app.window.empty_chat.examples) == 3
+    app.window.empty_chat.examples[0].click()
+    app.wait_idle()
+    assert app.window.chat_body.currentWidget() is app.window.transcript
+    assert app.messages()[0].content == app.window.empty_chat.examples[0].text()

@@ -34,6 +34,7 @@ from enclave.ui.chat_session import ChatSession
 from enclave.ui.composer import Composer
 from enclave.ui.conversations import ConversationPanel
 from enclave.ui.documents_dialog import DocumentsDialog, progress_text
+from enclave.ui.header import ChatHeader, EmptyChat
 from enclave.ui.settings_dialog import SettingsDialog
 from enclave.ui.transcript import Transcript
 from enclave.ui.welcome import WelcomePage
@@ -81,7 +82,13 @@ class MainWindow(QMainWindow):
         chat_layout = QVBoxLayout(chat_page)
         chat_layout.setContentsMargins(0, 0, 0, 0)
         chat_layout.setSpacing(0)
-        chat_layout.addWidget(self.transcript, 1)
+        self.header = ChatHeader(self)
+        self.empty_chat = EmptyChat(self)
+        self.chat_body = QStackedWidget(self)
+        self.chat_body.addWidget(self.empty_chat)
+        self.chat_body.addWidget(self.transcript)
+        chat_layout.addWidget(self.header)
+        chat_layout.addWidget(self.chat_body, 1)
         chat_layout.addWidget(self.composer)
         self.chat_page = chat_page
         self.pages = QStackedWidget(self)
@@ -192,6 +199,12 @@ class MainWindow(QMainWindow):
         c.modelLoadFailed.connect(self._on_model_failed)
         c.promptProgress.connect(self._on_prompt_progress)
         self.welcome.openModelRequested.connect(self.choose_model)
+        picker = self.header.picker
+        picker.modelChosen.connect(self._use_model)
+        picker.openRequested.connect(self.choose_model)
+        picker.manageRequested.connect(lambda: self.open_models())
+        picker.menu_.aboutToShow.connect(self._fill_model_picker)
+        self.empty_chat.exampleChosen.connect(self._ask_example)
         self.welcome.downloadRequested.connect(self._download_recommended)
         self.composer.sendRequested.connect(self._send)
         self.composer.stopRequested.connect(self.session.stop)
@@ -297,10 +310,25 @@ class MainWindow(QMainWindow):
         self._show_load_progress()
         self._update_page()
 
+    def _fill_model_picker(self) -> None:
+        from enclave.models.installed import ModelRegistry
+
+        try:
+            models = ModelRegistry(app_paths().ensure().data / "models.json").models()
+        except (OSError, ValueError):
+            models = []
+        self.header.picker.set_installed([(m.name, m.path) for m in models if m.role == "chat"])
+
+    @Slot(str)
+    def _ask_example(self, text: str) -> None:
+        self.composer.editor.setPlainText(text)
+        self._send(text)
+
     def _show_load_progress(self) -> None:
         elapsed = time.monotonic() - self._load_started
         text = f"Loading {self._loading_name}… {elapsed:.0f} s"
         self.model_label.setText(text)
+        self.header.show_model(None, text)
         self.welcome.show_loading(text)
 
     @Slot(object)
@@ -313,6 +341,8 @@ class MainWindow(QMainWindow):
         self._load_timer.stop()
         self.load_progress.hide()
         self.welcome.reset()
+        self.header.show_model(info)
+        self.empty_chat.set_model(info.name, reasoning=info.reasoning)
         self.model_label.setText(f"{info.name} · {info.placement or info.chat_format}")
         self.model_label.setToolTip(
             f"{info.path}\nRuns on: {info.placement}\nPrompt format: {info.chat_format} ({info.chat_format_source})\n"
@@ -337,6 +367,7 @@ class MainWindow(QMainWindow):
         self._load_timer.stop()
         self.load_progress.hide()
         self.model_label.setText("No model")
+        self.header.show_model(self.controller.model)
         self.welcome.show_error(message)
         self.statusBar().showMessage(message, 15000)
         self._update_page()
@@ -362,8 +393,14 @@ class MainWindow(QMainWindow):
         reading = self._reading_without_model and not self.controller.loading
         show_chat = self.session.conversation_id is not None and (has_model or reading)
         self.pages.setCurrentWidget(self.chat_page if show_chat else self.welcome)
+        self._update_body()
         if not show_chat:
             self.welcome.focus_first()
+
+    def _update_body(self) -> None:
+        """A chat with no messages yet shows the page that helps start one."""
+        empty = not self.transcript.cards() and self.controller.model is not None
+        self.chat_body.setCurrentWidget(self.empty_chat if empty else self.transcript)
 
     # --- chats ------------------------------------------------------------------------------------------------
 
@@ -383,6 +420,7 @@ class MainWindow(QMainWindow):
     def _on_conversation_opened(self, conversation_id: int) -> None:
         self._refresh_conversations()
         self._show_chat_collections()
+        self._update_body()
         messages = self.store.messages(conversation_id)
         last = next((m for m in reversed(messages) if m.stats is not None), None)
         if last is not None and last.stats is not None and last.stats.context_size:
