@@ -9,6 +9,7 @@ from pathlib import Path
 from PySide6.QtCore import QByteArray, Qt, QTimer, QUrl, Signal, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
+    QApplication,
     QFileDialog,
     QInputDialog,
     QLabel,
@@ -36,6 +37,7 @@ from enclave.ui.conversations import ConversationPanel
 from enclave.ui.documents_dialog import DocumentsDialog, progress_text
 from enclave.ui.header import ChatHeader, EmptyChat
 from enclave.ui.settings_dialog import SettingsDialog
+from enclave.ui.style import apply_appearance
 from enclave.ui.transcript import Transcript
 from enclave.ui.welcome import WelcomePage
 from enclave.usecases.loading import load_request, model_overrides
@@ -136,6 +138,10 @@ class MainWindow(QMainWindow):
         self._load_timer.setInterval(1000)
         self._load_timer.timeout.connect(self._show_load_progress)
 
+        self.apply_appearance(settings.appearance)
+        app = QApplication.instance()
+        if isinstance(app, QApplication):  # "Same as the system" follows a change of the desktop's scheme
+            app.styleHints().colorSchemeChanged.connect(self._on_color_scheme)
         self.setAcceptDrops(True)  # drop a .gguf to open it, documents or folders to index them
         self._make_actions()
         self._connect()
@@ -255,7 +261,13 @@ class MainWindow(QMainWindow):
         start = str(Path(self.settings.model_path).parent) if self.settings.model_path else str(Path.home())
         path, _ = QFileDialog.getOpenFileName(self, "Open a model", start, "GGUF models (*.gguf);;All files (*)")
         if path:
-            self._open_model_file(path)
+            from enclave.models.installed import ModelError, ModelRegistry, import_model
+
+            try:  # listed in Models like a dropped file; a file that can't be listed still gets the engine's word
+                import_model(ModelRegistry(app_paths().ensure().data / "models.json"), Path(path))
+            except ModelError:
+                pass
+            self.load_model(path, remember=True)
 
     @staticmethod
     def _dropped_model(event: QDragEnterEvent | QDropEvent) -> str | None:
@@ -763,7 +775,11 @@ class MainWindow(QMainWindow):
             embedding_active=active.id if active else None,
             placement=model.placement if model is not None else "",
         )
-        if dialog.exec() and dialog.result_settings is not None:
+        dialog.appearanceChanged.connect(self.apply_appearance)  # previewed live
+        accepted = dialog.exec()
+        if not accepted or dialog.result_settings is None:
+            self.apply_appearance(self.settings.appearance)
+        if accepted and dialog.result_settings is not None:
             reload = dialog.model_changed()
             chosen_settings = dialog.result_settings
             model_path = chosen_settings.model_path
@@ -783,6 +799,16 @@ class MainWindow(QMainWindow):
                     self.statusBar().showMessage(f"Could not change the embedding model: {exc}", 10000)
                     return
                 self._use_embedding_model(registry.get(chosen).path if chosen else None)
+
+    @Slot(str)
+    def apply_appearance(self, appearance: str) -> None:
+        app = QApplication.instance()
+        if isinstance(app, QApplication):
+            apply_appearance(app, appearance)
+
+    def _on_color_scheme(self, _scheme: object) -> None:
+        if self.settings.appearance == "system":
+            self.apply_appearance("system")
 
     @Slot(str)
     def _use_embedding_model(self, path: str | None) -> None:
