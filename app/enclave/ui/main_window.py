@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -263,10 +264,9 @@ class MainWindow(QMainWindow):
         if path:
             from enclave.models.installed import ModelError, ModelRegistry, import_model
 
-            try:  # listed in Models like a dropped file; a file that can't be listed still gets the engine's word
+            # Listed in Models like a dropped file; a file that can't be listed still gets the engine's own word.
+            with contextlib.suppress(ModelError):
                 import_model(ModelRegistry(app_paths().ensure().data / "models.json"), Path(path))
-            except ModelError:
-                pass
             self.load_model(path, remember=True)
 
     @staticmethod
