@@ -39,6 +39,9 @@ CHAT_EXAMPLES = (
 )
 
 
+EMPTY_WIDTH = 620
+
+
 def where_it_runs(placement: str) -> str:
     """The first part of the load plan's summary ("GPU: 28 of 36 layers" or "CPU")."""
     return placement.split(" · ", 1)[0] if placement else ""
@@ -60,6 +63,7 @@ class ModelPicker(QToolButton):
         self.setFont(scaled_font(self, TYPE_SUBTITLE, bold=True))
         self.menu_ = QMenu(self)
         self.setMenu(self.menu_)
+        self.setStyleSheet("QToolButton::menu-indicator { image: none; width: 0px; }")  # the text ends in ▾
         self._installed: list[tuple[str, str]] = []  # (name, path)
         self._current: str | None = None
         self.set_state("none")
@@ -164,15 +168,22 @@ class EmptyChat(QWidget):
         self.hint.setWordWrap(True)
         self.hint.setFont(scaled_font(self, TYPE_CAPTION))
         mute(self.hint)
-        self._layout = QVBoxLayout(self)
-        self._layout.setContentsMargins(SPACE_XL, SPACE_XL * 2, SPACE_XL, SPACE_XL)
-        self._layout.setSpacing(SPACE_M)
+        column = QWidget(self)
+        column.setMaximumWidth(EMPTY_WIDTH)
+        self._layout = QVBoxLayout(column)
+        self._layout.setContentsMargins(0, 0, 0, 0)
+        self._layout.setSpacing(SPACE_S)
         self._layout.addWidget(self.title)
         self._layout.addWidget(self.about)
         self._layout.addSpacing(SPACE_L)
         self._examples_at = self._layout.count()
         self._layout.addSpacing(SPACE_L)
         self._layout.addWidget(self.hint)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(SPACE_XL, SPACE_XL, SPACE_XL, SPACE_XL)
+        outer.addStretch(2)
+        outer.addWidget(column, 0, Qt.AlignmentFlag.AlignHCenter)
+        outer.addStretch(3)
         self.set_model("", reasoning=True)
 
     def set_model(self, name: str, *, reasoning: bool) -> None:
@@ -189,6 +200,7 @@ class EmptyChat(QWidget):
         self.examples = []
         for i, text in enumerate(REASONING_EXAMPLES if reasoning else CHAT_EXAMPLES):
             button = QPushButton(text, self)
+            button.setStyleSheet(f"text-align: left; padding: {SPACE_S}px {SPACE_M}px;")
             button.setAccessibleName(f"Example prompt: {text}")
             button.setToolTip("Ask this")
             button.setCursor(Qt.CursorShape.PointingHandCursor)
