@@ -66,6 +66,7 @@ class MainWindow(QMainWindow):
         self.settings_store = settings_store
         self.settings = settings
         self._load_started = 0.0
+        self._load_fraction: float | None = None  # of the load in progress, once llama.cpp reports it
         self._loading_name = ""
         self._previous_model: str | None = None
         self._remember_on_load: str | None = None  # becomes settings.model_path once it has loaded
@@ -113,7 +114,12 @@ class MainWindow(QMainWindow):
         self.load_progress.setRange(0, 0)
         self.load_progress.setMaximumWidth(120)
         self.load_progress.setTextVisible(False)
+        self.load_progress.setAccessibleName("Model loading progress")
         self.load_progress.hide()
+        self.cancel_load_button = QPushButton("Cancel", self)
+        self.cancel_load_button.setToolTip("Stop loading this model (Esc)")
+        self.cancel_load_button.clicked.connect(self.cancel_load)
+        self.cancel_load_button.hide()
         self.context_gauge = QProgressBar(self)
         self.context_gauge.setAccessibleName("How full the model's context is")
         self.context_gauge.setMinimumWidth(210)
@@ -131,6 +137,7 @@ class MainWindow(QMainWindow):
         bar.addWidget(self.model_label, 1)
         bar.addPermanentWidget(self.indexing_button)
         bar.addPermanentWidget(self.load_progress)
+        bar.addPermanentWidget(self.cancel_load_button)
         bar.addPermanentWidget(self.speed_label)
         bar.addPermanentWidget(self.context_gauge)
 
@@ -202,6 +209,7 @@ class MainWindow(QMainWindow):
     def _connect(self) -> None:
         c = self.controller
         c.modelLoading.connect(self._on_model_loading)
+        c.loadProgress.connect(self._on_load_progress)
         c.modelLoaded.connect(self._on_model_loaded)
         c.modelLoadFailed.connect(self._on_model_failed)
         c.promptProgress.connect(self._on_prompt_progress)
@@ -317,7 +325,10 @@ class MainWindow(QMainWindow):
     def _on_model_loading(self, path: str) -> None:
         self._load_started = time.monotonic()
         self._loading_name = Path(path).name
+        self._load_fraction = None
+        self.load_progress.setRange(0, 0)  # busy until llama.cpp reports how much it has read
         self.load_progress.show()
+        self.cancel_load_button.show()
         self._load_timer.start()
         self._show_load_progress()
         self._update_page()
@@ -336,9 +347,26 @@ class MainWindow(QMainWindow):
         self.composer.editor.setPlainText(text)
         self._send(text)
 
+    @Slot(float)
+    def _on_load_progress(self, fraction: float) -> None:
+        if not self.load_progress.isVisible():
+            return  # a late report of a load that has already ended
+        self._load_fraction = fraction
+        self.load_progress.setRange(0, 100)
+        self.load_progress.setValue(round(fraction * 100))
+        self._show_load_progress()
+
+    @Slot()
+    def cancel_load(self) -> None:
+        if self.controller.loading:
+            self.controller.cancel_load()
+            self.model_label.setText(f"Cancelling the load of {self._loading_name}…")
+
     def _show_load_progress(self) -> None:
         elapsed = time.monotonic() - self._load_started
-        text = f"Loading {self._loading_name}… {elapsed:.0f} s"
+        fraction = self._load_fraction
+        done = f"{fraction:.0%} · " if fraction is not None else ""
+        text = f"Loading {self._loading_name}… {done}{elapsed:.0f} s"
         self.model_label.setText(text)
         self.header.show_model(None, text)
         self.welcome.show_loading(text)
@@ -352,6 +380,7 @@ class MainWindow(QMainWindow):
                 self._save_settings(replace(self.settings, model_path=remember))
         self._load_timer.stop()
         self.load_progress.hide()
+        self.cancel_load_button.hide()
         self.welcome.reset()
         self.header.show_model(info)
         self.empty_chat.set_model(info.name, reasoning=info.reasoning)
@@ -378,6 +407,7 @@ class MainWindow(QMainWindow):
     def _on_model_failed(self, message: str) -> None:
         self._load_timer.stop()
         self.load_progress.hide()
+        self.cancel_load_button.hide()
         self.model_label.setText("No model")
         self.header.show_model(self.controller.model)
         self.welcome.show_error(message)
@@ -516,7 +546,9 @@ class MainWindow(QMainWindow):
         if search.hasFocus() and search.text():
             search.clear()  # Esc in the search box clears it (and lists every chat again)
             return
-        if self.session.busy:
+        if self.controller.loading:
+            self.cancel_load()
+        elif self.session.busy:
             self.session.stop()
         else:
             self.composer.cancel_edit()
