@@ -179,10 +179,16 @@ class EmptyChat(QWidget):
         self._examples_at = self._layout.count()
         self._layout.addSpacing(SPACE_L)
         self._layout.addWidget(self.hint)
+        # Stretches either side keep the column centred at up to EMPTY_WIDTH (an alignment flag would shrink it to
+        # its size hint and clip the wrapped text).
+        row = QHBoxLayout()
+        row.addStretch(1)
+        row.addWidget(column, 100)
+        row.addStretch(1)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(SPACE_XL, SPACE_XL, SPACE_XL, SPACE_XL)
         outer.addStretch(2)
-        outer.addWidget(column, 0, Qt.AlignmentFlag.AlignHCenter)
+        outer.addLayout(row)
         outer.addStretch(3)
         self.set_model("", reasoning=True)
 
@@ -200,7 +206,7 @@ class EmptyChat(QWidget):
         self.examples = []
         for i, text in enumerate(REASONING_EXAMPLES if reasoning else CHAT_EXAMPLES):
             button = QPushButton(text, self)
-            button.setStyleSheet(f"text-align: left; padding: {SPACE_S}px {SPACE_M}px;")
+            button.setMinimumHeight(button.fontMetrics().height() * 2 + SPACE_S)
             button.setAccessibleName(f"Example prompt: {text}")
             button.setToolTip("Ask this")
             button.setCursor(Qt.CursorShape.PointingHandCursor)

@@ -120,10 +120,13 @@ class MessageCard(QFrame):
         actions.setSpacing(SPACE_XS)
         if role == "user":
             actions.addStretch(1)
+        else:
+            actions.addWidget(self.footer)  # speed and length first: the icons beside it appear on hover
+        self.footer.setVisible(role == "assistant")
         actions.addWidget(self.edit_button)
         actions.addWidget(self.regenerate_button)
         actions.addWidget(self.copy_button)
-        actions.addWidget(self.footer, 1)
+        actions.addStretch(1)
 
         layout = QVBoxLayout(self)
         if role == "user":
