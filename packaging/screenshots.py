@@ -105,7 +105,7 @@ def shoot(model: Path, out: Path) -> list[Path]:
 
     try:
         window.load_model(str(model))
-        wait(lambda: controller.model is not None, 120)
+        wait(lambda: controller.model is not None, 300)
         grab("screenshot-new-chat.png")
         window.composer.editor.setPlainText(QUESTION)
         window.composer.send_button.click()
