@@ -23,6 +23,7 @@ from enclave.paths import app_paths
 from enclave.settings.settings import Settings, SettingsStore
 from enclave.storage.chats import ChatStore, MessageStatus
 from enclave.ui.main_window import MainWindow
+from enclave.usecases.loading import LoadGuard
 from enclave.workers.engine_worker import EngineController
 from engine_host_helpers import child_pids, patch_header_u32, write_gguf_that_aborts_llama_cpp
 from fakes import ScriptedBackend
@@ -136,10 +137,14 @@ def test_a_model_that_aborts_llama_cpp_is_reported_and_not_remembered(
     assert message.startswith("The model stopped unexpectedly (llama.cpp: llama-vocab.cpp:")
     assert "GGML_ASSERT" in message
     assert window.statusBar().currentMessage() == message
+    assert failed.args[1] is True  # the engine crashed: the guard keeps this model from being opened by itself
+    reason = LoadGuard().blocked(broken)
+    assert reason is not None and "stopped the engine while loading" in reason and "GGML_ASSERT" in reason
     # The next start opens the model that worked, not the one that aborts.
     assert window.settings.model_path == app.stored_model_path() == str(gemma_path)
     with app.qtbot.waitSignal(app.controller.modelLoaded, timeout=60_000):
         window.load_model(str(gemma_path))
+    assert LoadGuard().blocked(broken) is None and LoadGuard().blocked(gemma_path) is None  # a success clears it
     window.settings = replace(window.settings, max_tokens=8)
     app.send("Hi")
     app.wait_idle()

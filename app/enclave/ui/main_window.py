@@ -41,7 +41,7 @@ from enclave.ui.settings_dialog import SettingsDialog
 from enclave.ui.style import apply_appearance
 from enclave.ui.transcript import Transcript
 from enclave.ui.welcome import WelcomePage
-from enclave.usecases.loading import load_request, model_overrides
+from enclave.usecases.loading import LoadGuard, load_request, model_overrides
 from enclave.workers.docs_worker import DocsController
 from enclave.workers.download_worker import DownloadController
 from enclave.workers.engine_worker import EngineController
@@ -66,6 +66,7 @@ class MainWindow(QMainWindow):
         self.settings_store = settings_store
         self.settings = settings
         self._load_started = 0.0
+        self._load_guard = LoadGuard()  # a model that crashes the engine while loading is not reopened at start
         self._load_fraction: float | None = None  # of the load in progress, once llama.cpp reports it
         self._loading_name = ""
         self._previous_model: str | None = None
@@ -260,6 +261,7 @@ class MainWindow(QMainWindow):
 
         if remember:
             self._remember_on_load = path
+        self._load_guard.begin(path)
 
         # The same load `enclave chat` asks for: settings, then this model's own overrides; the rest is Auto and the
         # engine's load plan decides (the status bar then says where the model runs).
@@ -373,6 +375,7 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def _on_model_loaded(self, info: ModelInfo) -> None:
+        self._load_guard.succeeded()
         remember = self._remember_on_load
         if remember is not None and Path(remember) == Path(info.path):
             self._remember_on_load = None
@@ -403,8 +406,13 @@ class MainWindow(QMainWindow):
         self._update_page()
         self.composer.editor.setFocus()
 
-    @Slot(str)
-    def _on_model_failed(self, message: str) -> None:
+    @Slot(str, bool)
+    def _on_model_failed(self, message: str, crashed: bool = False) -> None:
+        self._load_guard.failed(crashed=crashed, message=message)
+        self.show_model_problem(message)
+
+    def show_model_problem(self, message: str) -> None:
+        """No model is in use, and why (a failed load, or a model not reopened at start after a crash)."""
         self._load_timer.stop()
         self.load_progress.hide()
         self.cancel_load_button.hide()
