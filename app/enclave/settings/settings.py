@@ -35,6 +35,7 @@ SETTINGS_VERSION = 2
 # from version 2 those mean Auto (the load plan decides), so a version-1 file's defaults are read as Auto.
 _V1_DEFAULTS = {"context_length": 4096, "gpu_layers": -1}
 KV_CACHE_CHOICES = ("f16", "q8_0", "q4_0")
+APPEARANCE_CHOICES = ("system", "light", "dark")
 
 CONTEXT_LENGTH_RANGE = (512, 1_048_576)
 THREADS_RANGE = (1, 1024)
@@ -61,6 +62,7 @@ class Settings:
     api_server_host: str = "127.0.0.1"
     api_server_port: int = 11435
     api_server_key: str = ""
+    appearance: str = "system"  # "system" (follow the desktop), "light" or "dark"
 
 
 class SettingsError(ValueError):
@@ -90,6 +92,7 @@ _FIELD_TYPES: dict[str, tuple[type, bool]] = {
     "api_server_host": (str, False),
     "api_server_port": (int, False),
     "api_server_key": (str, False),
+    "appearance": (str, False),
 }
 assert set(_FIELD_TYPES) == {f.name for f in fields(Settings)}
 
@@ -138,6 +141,10 @@ def validate(settings: Settings) -> Settings:
         _check_range("temperature", checked.temperature, *TEMPERATURE_RANGE)
     if checked.top_p is not None:
         _check_range("top_p", checked.top_p, *TOP_P_RANGE)
+    if checked.appearance not in APPEARANCE_CHOICES:
+        raise SettingsError(
+            f"appearance must be one of {', '.join(APPEARANCE_CHOICES)}, not {checked.appearance!r:.40}"
+        )
     _check_range("max_tokens", checked.max_tokens, 0, TOKEN_LIMIT_MAX)
     _check_range("think_budget", checked.think_budget, 0, TOKEN_LIMIT_MAX)
     _check_range("api_server_port", checked.api_server_port, 1, 65535)

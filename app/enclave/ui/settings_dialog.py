@@ -1,11 +1,15 @@
-"""Settings → a form over the typed Settings; validation comes from the settings module, not from the widgets."""
+"""Settings → a form over the typed Settings; validation comes from the settings module, not from the widgets.
+
+One group per area (Model, Thinking, Documents, Appearance, Privacy, Advanced), each row with a line of help. To add
+a setting, add its widget in ``__init__`` and a row to its area's group (or a new group) in ``_layout_groups``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -21,16 +25,23 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPlainTextEdit,
     QPushButton,
+    QScrollArea,
     QSpinBox,
+    QVBoxLayout,
     QWidget,
 )
 
 from enclave.settings.settings import Settings, SettingsError, validate
+from enclave.ui.style import SPACE_M, SPACE_S, TYPE_CAPTION, mute, scaled_font
+
+APPEARANCE_LABELS = (("Same as the system", "system"), ("Light", "light"), ("Dark", "dark"))
 
 MODEL_FIELDS = ("model_path", "context_length", "gpu_layers", "kv_cache_type", "threads")
 
 
 class SettingsDialog(QDialog):
+    appearanceChanged = Signal(str)  # previewed live; Cancel goes back to the original
+
     def __init__(
         self,
         settings: Settings,
@@ -54,6 +65,7 @@ class SettingsDialog(QDialog):
         browse.setAccessibleName("Choose a model file")
         browse.clicked.connect(self._browse)
         model_row = QHBoxLayout()
+        model_row.setContentsMargins(0, 0, 0, 0)
         model_row.addWidget(self.model_path, 1)
         model_row.addWidget(browse)
 
@@ -91,62 +103,139 @@ class SettingsDialog(QDialog):
         index = self.embedding.findData(embedding_active) if embedding_active else 0
         self.embedding.setCurrentIndex(max(0, index))
         self._embedding_original = self.chosen_embedding
+        self.appearance = QComboBox(self)
+        self.appearance.setAccessibleName("Appearance")
+        for label, value in APPEARANCE_LABELS:
+            self.appearance.addItem(label, value)
+        self.appearance.setCurrentIndex(max(0, self.appearance.findData(settings.appearance)))
+        self.appearance.currentIndexChanged.connect(lambda _i: self.appearanceChanged.emit(self.chosen_appearance))
         self.error = QLabel(self)
         self.error.setWordWrap(True)
         self.error.hide()
+        self.model_row = model_row
 
-        form = QFormLayout(self)
-        form.addRow("Model file", model_row)
-        form.addRow("Context length", self.context)
-        form.addRow("GPU layers", self.gpu_layers)
-        form.addRow("KV cache", self.kv_cache)
-        form.addRow("", self.plan)
-        form.addRow("CPU threads", self.threads)
-        form.addRow("Temperature", self._with_default(self.temperature, self.temperature_default))
-        form.addRow("Top-p", self._with_default(self.top_p, self.top_p_default))
-        form.addRow("Maximum answer length", self.max_tokens)
-        form.addRow("Thinking budget", self.think_budget)
-        form.addRow("Default system prompt", self.system_prompt)
-        form.addRow("Document embeddings", self.embedding)
-        form.addRow(self._api_server_group(settings))
-        form.addRow(self.error)
+        self._make_api_server_widgets(settings)
+        content = QWidget(self)
+        self.groups = QVBoxLayout(content)
+        self.groups.setSpacing(SPACE_M)
+        self._layout_groups()
+        self.groups.addStretch(1)
+        scroll = QScrollArea(self)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setWidget(content)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel, self)
         buttons.accepted.connect(self._accept)
         buttons.rejected.connect(self.reject)
-        form.addRow(buttons)
+        outer = QVBoxLayout(self)
+        outer.addWidget(scroll, 1)
+        outer.addWidget(self.error)
+        outer.addWidget(buttons)
+        self.resize(640, 720)
 
-    def _api_server_group(self, settings: Settings) -> QGroupBox:
+    def _layout_groups(self) -> None:
+        model = self.group("Model", "Which model answers, and how much of it runs on the GPU. Auto lets Enclave plan.")
+        self.row(model, "Model file", self.model_row, "A .gguf file; Models… lists the ones installed.")
+        self.row(model, "Context length", self.context, "How much of the chat the model can see at once.")
+        self.row(model, "GPU layers", self.gpu_layers, "More layers on the GPU answer faster; Auto fits what fits.")
+        self.row(model, "", self.plan)
+        thinking = self.group("Thinking", "How DeepSeek R1 reasons and answers.")
+        self.row(thinking, "Thinking budget", self.think_budget, "Cap the reasoning before the answer (per chat).")
+        self.row(thinking, "Maximum answer length", self.max_tokens, "Longer answers are cut off, with Continue.")
+        self.row(
+            thinking,
+            "Temperature",
+            self._with_default(self.temperature, self.temperature_default),
+            "Lower is more focused, higher more varied; R1 is tuned for 0.6.",
+        )
+        self.row(thinking, "Top-p", self._with_default(self.top_p, self.top_p_default))
+        self.row(thinking, "Default system prompt", self.system_prompt, "Instructions every new chat starts with.")
+        documents = self.group("Documents", "Documents dropped on the window are searched to answer, with citations.")
+        self.row(documents, "Search by meaning with", self.embedding, "Without a model, search matches keywords.")
+        appearance = self.group("Appearance", "")
+        self.row(appearance, "Theme", self.appearance, "Applied at once; “system” follows the desktop.")
+        self.group(
+            "Privacy",
+            "Chats, documents and models stay on this computer. Nothing is sent anywhere unless you start a model "
+            "download; the Hugging Face token (for gated models) is kept in the system keyring.",
+        )
+        self._layout_api_server()
+        advanced = self.group("Advanced", "Leave these on Auto unless you know your hardware.")
+        self.row(advanced, "KV cache", self.kv_cache, "Smaller types fit a longer context in the same memory.")
+        self.row(advanced, "CPU threads", self.threads, "Automatic uses the physical cores.")
+
+    def group(self, title: str, help_text: str) -> QFormLayout:
+        """A titled group with a line of help; returns its form for rows."""
+        box = QGroupBox(title, self)
+        box.setAccessibleName(title)
+        form = QFormLayout(box)
+        form.setVerticalSpacing(SPACE_S)
+        if help_text:
+            label = QLabel(help_text, box)
+            label.setWordWrap(True)
+            mute(label)
+            form.addRow(label)
+        self.groups.addWidget(box)
+        return form
+
+    def row(self, form: QFormLayout, label: str, field: QWidget | QHBoxLayout, help_text: str = "") -> None:
+        if isinstance(field, QHBoxLayout):
+            holder = QWidget(self)
+            field.setContentsMargins(0, 0, 0, 0)
+            holder.setLayout(field)
+            field = holder
+        if help_text:
+            field.setToolTip(help_text)
+            box = QWidget(self)
+            column = QVBoxLayout(box)
+            column.setContentsMargins(0, 0, 0, 0)
+            column.setSpacing(2)
+            column.addWidget(field)
+            line = QLabel(help_text, box)
+            line.setWordWrap(True)
+            line.setFont(scaled_font(line, TYPE_CAPTION))
+            mute(line)
+            column.addWidget(line)
+            field = box
+        form.addRow(label, field)
+
+    @property
+    def chosen_appearance(self) -> str:
+        return str(self.appearance.currentData())
+
+    def _make_api_server_widgets(self, settings: Settings) -> None:
         """Local API server (enclave.server): off by default; its address with a copy button."""
-        group = QGroupBox("Local API server", self)
-        self.api_enabled = QCheckBox("Serve the model to other programs (OpenAI- and DeepSeek-compatible API)", group)
+        self.api_enabled = QCheckBox("Serve the model to other programs", self)
         self.api_enabled.setChecked(settings.api_server_enabled)
-        self.api_host = QLineEdit(settings.api_server_host, group)
+        self.api_host = QLineEdit(settings.api_server_host, self)
         self.api_host.setAccessibleName("API server address to listen on")
-        self.api_host.setToolTip("127.0.0.1: this computer only. Any other address needs an API key.")
         self.api_port = self._spin(1, 65535, settings.api_server_port, "API server port")
-        self.api_key = QLineEdit(settings.api_server_key, group)
+        self.api_key = QLineEdit(settings.api_server_key, self)
         self.api_key.setEchoMode(QLineEdit.EchoMode.Password)
         self.api_key.setPlaceholderText("none (only for 127.0.0.1)")
         self.api_key.setAccessibleName("API key clients must send")
-        self.api_address = QLabel(group)
+        self.api_address = QLabel(self)
         self.api_address.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        copy = QPushButton("Copy", group)
+        copy = QPushButton("Copy", self)
         copy.setAccessibleName("Copy the API address")
         copy.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.api_address.text()))
-        address_row = QHBoxLayout()
-        address_row.addWidget(self.api_address, 1)
-        address_row.addWidget(copy)
-        for widget in (self.api_host, self.api_port):
-            signal = widget.textChanged if isinstance(widget, QLineEdit) else widget.valueChanged
-            signal.connect(self._show_api_address)
+        self.api_address_row = QHBoxLayout()
+        self.api_address_row.addWidget(self.api_address, 1)
+        self.api_address_row.addWidget(copy)
+        self.api_host.textChanged.connect(self._show_api_address)
+        self.api_port.valueChanged.connect(self._show_api_address)
         self._show_api_address()
-        layout = QFormLayout(group)
-        layout.addRow(self.api_enabled)
-        layout.addRow("Address", self.api_host)
-        layout.addRow("Port", self.api_port)
-        layout.addRow("API key", self.api_key)
-        layout.addRow("Base URL", address_row)
-        return group
+
+    def _layout_api_server(self) -> None:
+        api = self.group(
+            "Local API server",
+            "Other programs can use the model through an OpenAI- and DeepSeek-compatible API. Off unless switched on.",
+        )
+        api.addRow(self.api_enabled)
+        self.row(api, "Address", self.api_host, "127.0.0.1: this computer only; any other address needs an API key.")
+        self.row(api, "Port", self.api_port)
+        self.row(api, "API key", self.api_key, "Clients send it as “Authorization: Bearer KEY”.")
+        self.row(api, "Base URL", self.api_address_row)
 
     def _show_api_address(self) -> None:
         host = self.api_host.text().strip() or "127.0.0.1"
@@ -200,6 +289,7 @@ class SettingsDialog(QDialog):
             max_tokens=self.max_tokens.value(),
             think_budget=self.think_budget.value(),
             default_system_prompt=self.system_prompt.toPlainText(),
+            appearance=self.chosen_appearance,
             api_server_enabled=self.api_enabled.isChecked(),
             api_server_host=self.api_host.text().strip(),
             api_server_port=self.api_port.value(),
