@@ -12,6 +12,7 @@ import enum
 import io
 import posixpath
 import re
+import stat
 import time
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -148,7 +149,10 @@ def parse_file(path: Path, limits: Limits = DEFAULT_LIMITS) -> ParsedDocument:
         )
     deadline = time.monotonic() + limits.max_seconds
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # reading a pipe or a device could block forever
+            raise _Refused(ParseStatus.UNSUPPORTED, "This is not a regular file (a pipe, a device or a folder).")
+        size = info.st_size
         cap = limits.max_text_file_bytes if kind in TEXT_KINDS else limits.max_file_bytes
         if size > cap:
             raise _Refused(
@@ -412,14 +416,24 @@ def _html(path: Path, limits: Limits, deadline: float) -> Iterable[Page]:
     return [Page(1, html_to_text(_read_text(path, limits)))]
 
 
+MAX_LABELLED_COLUMNS = 64
+
+
 def _csv(path: Path, limits: Limits, deadline: float) -> Iterable[Page]:
     text = _read_text(path, limits)
     dialect = "excel-tab" if path.suffix.lower() == ".tsv" else "excel"
     rows = csv.reader(io.StringIO(text), dialect=dialect)
     header = next(rows, [])
     lines = [" | ".join(header)]
-    for row in rows:  # "column: value" keeps each row meaningful once it is cut into chunks
-        lines.append("; ".join(f"{h}: {v}" for h, v in zip(header, row, strict=False)) if header else " | ".join(row))
+    # "column: value" keeps each row meaningful once it is cut into chunks; a table too wide for a row to fit in a
+    # passage gains nothing from it and would only double its text, so its rows are kept as they are.
+    labelled = 0 < len(header) <= MAX_LABELLED_COLUMNS
+    chars = len(lines[0])
+    for row in rows:
+        lines.append("; ".join(f"{h}: {v}" for h, v in zip(header, row, strict=False)) if labelled else " | ".join(row))
+        chars += len(lines[-1]) + 1
+        if len(lines) % 1024 == 0:
+            _check(deadline, 1, chars, limits)
     return [Page(1, "\n".join(lines))]
 
 
