@@ -14,10 +14,10 @@ chunk.text``), so a citation can point at, and a viewer highlight, the passage.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from enclave.docs.parsers import Page
+from enclave.docs.parsers import Heading, Page
 
 # A sentence or line: up to and including sentence punctuation followed by space, or a run of newlines.
 PIECE = re.compile(r".*?(?:[.!?。！？]+(?=\s|$)\s*|\n+|$)", re.S)
@@ -179,6 +179,38 @@ def _split_chars(
         position += size
 
 
+MAX_CONTEXT_CHARS = 160
+HEADING_SLACK = 100  # characters
+
+
+def chunk_contexts(chunks: Sequence[Chunk], title: str, headings: Sequence[Heading]) -> list[str]:
+    """For each chunk, the document title and the section headings in force where it starts ("R Data Import/Export
+    > 2 Spreadsheet-like data > Variations on read.table"): embedded with the chunk, so a passage that never names
+    its topic is still found by it. At most MAX_CONTEXT_CHARS characters, deepest headings kept."""
+    ordered = sorted(headings, key=lambda h: (h.page, h.start))
+    contexts = []
+    position = 0
+    chain: list[Heading] = []
+    for chunk in sorted(range(len(chunks)), key=lambda i: (chunks[i].page, chunks[i].start)):
+        # A heading that opens the chunk (within its first few lines) counts as the chunk's own.
+        slack = min(HEADING_SLACK, (chunks[chunk].end - chunks[chunk].start) // 4)
+        where = (chunks[chunk].page, chunks[chunk].start + slack)
+        while position < len(ordered) and (ordered[position].page, ordered[position].start) <= where:
+            heading = ordered[position]
+            chain = [h for h in chain if h.level < heading.level] + [heading]
+            position += 1
+        contexts.append((chunk, _context_text(title, [h.title for h in chain])))
+    contexts.sort()
+    return [text for _, text in contexts]
+
+
+def _context_text(title: str, chain: list[str]) -> str:
+    parts = [title] + [t for t in chain if t != title] if title else list(chain)
+    while len(parts) > 1 and len(" > ".join(parts)) > MAX_CONTEXT_CHARS:
+        parts.pop(1 if len(parts) > 2 else 0)  # drop the outer headings first, then the title
+    return " > ".join(parts)[:MAX_CONTEXT_CHARS]
+
+
 def _make(page: Page, spans: list[Span]) -> Chunk:
     start, end = spans[0][0], spans[-1][1]
     raw = page.text[start:end]
@@ -187,4 +219,4 @@ def _make(page: Page, spans: list[Span]) -> Chunk:
     return Chunk(page.number, start, start + len(stripped), stripped, sum(span[2] for span in spans))
 
 
-__all__ = ["DEFAULT_BUDGET", "DEFAULT_OVERLAP", "Chunk", "chunk_pages"]
+__all__ = ["DEFAULT_BUDGET", "DEFAULT_OVERLAP", "Chunk", "chunk_contexts", "chunk_pages"]

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from enclave.docs.chunking import DEFAULT_BUDGET, DEFAULT_OVERLAP, chunk_pages
+from enclave.docs.chunking import DEFAULT_BUDGET, DEFAULT_OVERLAP, chunk_contexts, chunk_pages
 from enclave.docs.embedder import EmbedderError, TextEmbedder
 from enclave.docs.index import CANCELLED, INDEXING, OK, DocumentIndex, DocumentInfo, QueueItem
 from enclave.docs.isolation import FileParser, InProcessParser
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 DEFAULT_COLLECTION = "My documents"
 EMBED_BATCH = 16  # chunks per step: ~0.5 s on two cores with MiniLM, so searches and pauses wait at most that
 PARSE_POLL_S = 0.05
+CONTEXT_TOKENS = 48  # room kept in the embedding model's input for a chunk's context (chunking.MAX_CONTEXT_CHARS)
 
 UNCHANGED = "unchanged"
 MISSING = "missing"
@@ -218,6 +219,7 @@ class Ingester:
         batch_size: int = EMBED_BATCH,
         chunk_tokens: int = DEFAULT_BUDGET,
         overlap_tokens: int = DEFAULT_OVERLAP,
+        contextual: bool = True,
     ) -> None:
         self.index = index
         self.embedder = embedder
@@ -226,6 +228,7 @@ class Ingester:
         self.batch_size = batch_size
         self.chunk_tokens = chunk_tokens
         self.overlap_tokens = overlap_tokens
+        self.contextual = contextual  # embed each chunk with its document title and section headings
         self._job: _Job | None = None
         self._files_done = 0
         self._embed_seconds: dict[tuple[str, str], float] = {}  # embedding time so far per (collection, path)
@@ -519,7 +522,8 @@ class Ingester:
             )
             return self._finish(job, parsed.status.value, error=parsed.error, document_id=document_id)
         if self.embedder is not None:
-            budget = min(self.chunk_tokens, self.embedder.max_text_tokens())
+            room = self.embedder.max_text_tokens() - (CONTEXT_TOKENS if self.contextual else 0)
+            budget = max(8, min(self.chunk_tokens, room))
             count_tokens = self.embedder.count_tokens
         else:  # keyword-only index: chunk by an estimate (about four characters per token)
             budget = self.chunk_tokens
@@ -559,6 +563,7 @@ class Ingester:
             page_count=parsed.page_count,
             chars=parsed.chars,
             chunks=chunks,
+            contexts=chunk_contexts(chunks, parsed.title, parsed.headings) if self.contextual else None,
         )
         job.pages = parsed.page_count if parsed.page_count is not None else len(parsed.pages)
         job.chunks_total = len(chunks)

@@ -42,6 +42,16 @@ class Page:
 
 
 @dataclass(frozen=True)
+class Heading:
+    """A section heading: where it starts (page and character offset in that page's text), its depth and title."""
+
+    page: int
+    start: int
+    level: int  # 0: chapter (top level), 1: section, ...
+    title: str
+
+
+@dataclass(frozen=True)
 class ParsedDocument:
     path: str
     kind: str
@@ -49,6 +59,8 @@ class ParsedDocument:
     pages: tuple[Page, ...] = ()  # pages with text; blank pages are left out
     error: str | None = None  # a sentence for the user when status is not OK
     page_count: int | None = None  # pages in the file, blank ones included (PDF, EPUB)
+    title: str = ""  # the document's title (PDF metadata, its first line, or the file name)
+    headings: tuple[Heading, ...] = ()  # in reading order: PDF bookmarks, Markdown "#" lines
 
     @property
     def chars(self) -> int:
@@ -183,7 +195,68 @@ def parse_file(path: Path, limits: Limits = DEFAULT_LIMITS) -> ParsedDocument:
         return ParsedDocument(
             str(path), kind, ParseStatus.EMPTY, error="No text was found in this file.", page_count=page_count
         )
-    return ParsedDocument(str(path), kind, ParseStatus.OK, tuple(pages), page_count=page_count)
+    title, headings = _structure(path, kind, pages)
+    return ParsedDocument(
+        str(path), kind, ParseStatus.OK, tuple(pages), page_count=page_count, title=title, headings=headings
+    )
+
+
+MAX_TITLE_CHARS = 120
+_MARKDOWN_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.M)
+
+
+def _structure(path: Path, kind: str, pages: list[Page]) -> tuple[str, tuple[Heading, ...]]:
+    """The title and section headings, for the context a passage is embedded with. Never fails the file."""
+    title = ""
+    headings: list[Heading] = []
+    try:
+        if kind == "pdf":
+            title, outline = _pdf_outline(path)
+            headings = _place_headings(outline, pages)
+        elif kind == "markdown":
+            for page in pages:
+                for match in _MARKDOWN_HEADING.finditer(page.text):
+                    headings.append(Heading(page.number, match.start(), len(match.group(1)) - 1, match.group(2)))
+    except Exception:  # a broken outline is no reason to lose the text
+        headings = []
+    if not title:
+        first = next((line.strip() for line in pages[0].text.splitlines() if line.strip()), "")
+        title = first if 3 <= len(first) <= 80 and kind in ("pdf", "docx", "epub") else ""
+    return (title or path.stem)[:MAX_TITLE_CHARS], tuple(headings)
+
+
+def _pdf_outline(path: Path) -> tuple[str, list[tuple[int, int, str]]]:
+    """(metadata title, [(page, level, title)]) from the PDF's bookmarks."""
+    import pypdfium2 as pdfium  # type: ignore[import-untyped]
+
+    document = pdfium.PdfDocument(str(path))
+    try:
+        title = " ".join(str(document.get_metadata_dict().get("Title", "")).split())
+        outline = []
+        for bookmark in document.get_toc(max_depth=8):
+            destination = bookmark.get_dest()
+            index = destination.get_index() if destination is not None else None
+            name = " ".join((bookmark.get_title() or "").split())
+            if index is not None and name:
+                outline.append((index + 1, bookmark.level, name[:MAX_TITLE_CHARS]))
+        return title, outline
+    finally:
+        document.close()
+
+
+def _place_headings(outline: list[tuple[int, int, str]], pages: list[Page]) -> list[Heading]:
+    """Bookmarks with the offset of their title in the page's text (0 when the title is not found there)."""
+    texts = {p.number: p.text for p in pages}
+    placed = []
+    for page, level, title in outline:
+        text = texts.get(page)
+        if text is None:
+            continue
+        words = [re.escape(w) for w in title.split()]
+        match = re.search(r"\s+".join(words), text, re.I) if words else None
+        placed.append(Heading(page, match.start() if match else 0, level, title))
+    placed.sort(key=lambda h: (h.page, h.start))
+    return placed
 
 
 def parse_many(paths: Iterable[Path], limits: Limits = DEFAULT_LIMITS) -> list[ParsedDocument]:
@@ -340,7 +413,7 @@ def _open_zip(path: Path, limits: Limits) -> zipfile.ZipFile:
 
 
 def _pdf(path: Path, limits: Limits, deadline: float) -> Iterable[Page]:
-    import pypdfium2 as pdfium  # type: ignore[import-untyped]
+    import pypdfium2 as pdfium
 
     try:
         document = pdfium.PdfDocument(str(path))
@@ -484,6 +557,7 @@ PAGED_KINDS = frozenset({"pdf", "epub"})
 __all__ = [
     "DEFAULT_LIMITS",
     "KINDS",
+    "Heading",
     "Limits",
     "Page",
     "ParseStatus",
