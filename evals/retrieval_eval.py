@@ -35,7 +35,7 @@ from enclave.docs.chunking import DEFAULT_BUDGET, DEFAULT_OVERLAP  # noqa: E402
 from enclave.docs.embedder import Embedder, TextEmbedder  # noqa: E402
 from enclave.docs.index import DocumentIndex  # noqa: E402
 from enclave.docs.ingest import Ingester  # noqa: E402
-from enclave.docs.search import Searcher, SearchResponse  # noqa: E402
+from enclave.docs.search import CANDIDATES, KEYWORD_WEIGHT, RRF_K, Searcher, SearchResponse  # noqa: E402
 
 QUESTIONS = HERE / "r_manuals.json"
 R_MANUALS = Path("/usr/share/R/doc/manual")
@@ -122,6 +122,7 @@ def build_index(
         for suffix in ("", "-wal", "-shm"):
             Path(f"{index_path}{suffix}").unlink(missing_ok=True)
     index = DocumentIndex(index_path)
+    stamp.write_text(json.dumps(settings))  # an interrupted run resumes where it stopped
     ingester = Ingester(
         index, embedder, chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens, contextual=contextual
     )
@@ -131,7 +132,6 @@ def build_index(
     failed = [s for s in statuses if s.status != "ok"]
     if failed:
         raise RuntimeError(f"could not index {[(s.path, s.status, s.error) for s in failed]}")
-    stamp.write_text(json.dumps(settings))
     return index
 
 
@@ -164,6 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--overlap-tokens", type=int, default=DEFAULT_OVERLAP)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-context", action="store_true", help="embed chunks without title and headings")
+    parser.add_argument("--rrf-k", type=int, default=RRF_K, help=f"reciprocal rank fusion constant (default {RRF_K})")
+    parser.add_argument("--candidates", type=int, default=CANDIDATES, help="taken from each ranker before fusion")
+    parser.add_argument("--keyword-weight", type=float, default=KEYWORD_WEIGHT, help="BM25's weight in the fusion")
+    parser.add_argument("--no-dedupe", action="store_true", help="keep near-identical passages in the results")
     parser.add_argument("--misses", action="store_true", help="list the hybrid misses (not in the top 5)")
     parser.add_argument("--json", action="store_true", help="print the scores as JSON as well")
     args = parser.parse_args(argv)
@@ -190,13 +194,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         indexed = time.perf_counter() - started
         try:
-            scores = evaluate(Searcher(index), e, questions)
+            searcher = Searcher(index, rrf_k=args.rrf_k, candidates=args.candidates, keyword_weight=args.keyword_weight)
+            scores = evaluate(searcher, e, questions)
             chunks = index.chunk_count()
         finally:
             index.close()
     print(
         f"{len(questions)} questions over {len(files)} PDFs ({chunks:,} chunks of {args.chunk_tokens} tokens, "
-        f"overlap {args.overlap_tokens}{'' if args.no_context else ', with context'}; indexed in {indexed:.0f} s)"
+        f"overlap {args.overlap_tokens}{'' if args.no_context else ', with context'}; indexed in {indexed:.0f} s; "
+        f"RRF k {args.rrf_k}, {args.candidates} candidates, keyword weight {args.keyword_weight}, "
+        f"{'no ' if args.no_dedupe else ''}de-duplication)"
     )
     print(scores.table())
     if args.misses:
