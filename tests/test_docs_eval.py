@@ -25,9 +25,10 @@ import retrieval_eval
 
 ROOT = Path(__file__).resolve().parents[1]
 R_DATA = ROOT / "evals" / "data" / "R-data.pdf"
-# Measured on this slice: hybrid recall@5 0.000 (see docs/benchmarks.md, "Documents"); the floor leaves room for
-# one or two questions to move with a future model or tokenizer change, not for a regression in the ranking.
-HYBRID_RECALL_AT_5_FLOOR = 0.8
+# Measured on this slice (docs/benchmarks.md, "Documents"): hybrid recall@5 1.000 and MRR 0.860, vector alone 0.947
+# and 0.789, keywords alone 0.842 and 0.734. The floor lets two of the 19 questions slip (a model or tokenizer
+# update), not a broken ranking, context or fusion.
+HYBRID_RECALL_AT_5_FLOOR = 0.89
 
 
 def test_the_question_set_is_well_formed() -> None:
@@ -86,8 +87,8 @@ def test_markdown_headings_nest(tmp_path: Path) -> None:
     assert context_of("Poles sentence 0") == "garden > Garden > Beans"
 
 
-@pytest.mark.parametrize("mode", ["hybrid"])
-def test_recall_on_the_ci_slice(mode: str, tmp_path: Path) -> None:
+@pytest.mark.timeout(900)  # ≈ 40 s on two idle cores; embedding 180 passages on one thread slows on a shared machine
+def test_recall_on_the_ci_slice(tmp_path: Path) -> None:
     questions = retrieval_eval.load_questions(files=["R-data.pdf"])
     assert len(questions) == 19
     with Embedder(minilm_gguf.cached_model_path(), n_threads=1) as embedder:
@@ -97,5 +98,5 @@ def test_recall_on_the_ci_slice(mode: str, tmp_path: Path) -> None:
         finally:
             index.close()
     print(scores.table())
-    assert scores.recall(mode, 5) >= HYBRID_RECALL_AT_5_FLOOR, scores.misses[mode]
+    assert scores.recall("hybrid", 5) >= HYBRID_RECALL_AT_5_FLOOR, scores.misses["hybrid"]
     assert scores.mrr("hybrid") >= max(scores.mrr("keyword"), scores.mrr("vector")) - 0.05, scores.as_dict()
