@@ -157,6 +157,23 @@ def test_embedding_time_is_bounded_and_a_big_file_does_not_hold_the_queue(index:
     assert big_doc is not None and big_doc.status == "ok"
     assert len(embedder.embedded) == big_doc.chunks + 3  # resumed where it stopped: nothing embedded twice
 
+    # Cancelling marks a file waiting at the back of the queue, half-embedded, as cancelled (not left "indexing").
+    big.write_text(big.read_text() + " One more sentence.")
+    ingester.add([big])
+
+    def status_of(path: Path) -> str | None:
+        document = index.document("My documents", str(path))
+        return document.status if document is not None else None
+
+    while status_of(big) != "indexing":  # read and stored again; embedding starts
+        ingester.step()
+    small[0].write_text("Small note 0, edited.\n")
+    ingester.add([small[0]])
+    while index.queued(1)[0].path == str(big):
+        ingester.step()
+    assert ingester.cancel() == 2
+    assert status_of(big) == "cancelled" and status_of(small[0]) == "ok"
+
     # A total budget: past it the file is stopped as too large, and keyword search keeps all of its text.
     big.write_text(big.read_text() + " The last sentence mentions a zeppelin.")
     limits = Limits(base_embed_seconds=0.2, embed_seconds_per_mib=0.0)

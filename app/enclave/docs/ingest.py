@@ -439,10 +439,12 @@ class Ingester:
         """
         job, self._job = self._job, None
         self.parser.cancel()
-        if job is not None and job.document_id is not None:
-            doc = self.index.document_by_id(job.document_id)
+        stopped = [] if job is None or job.document_id is None else [self.index.document_by_id(job.document_id)]
+        # Files sent to the back of the queue after their time slice are half-embedded too.
+        stopped += [self.index.document(i.collection, i.path) for i in self.index.queued(self.index.queue_size())]
+        for doc in stopped:
             if doc is not None and doc.status == INDEXING:
-                self.index.set_status(job.document_id, CANCELLED, "Indexing was cancelled; add the file again.")
+                self.index.set_status(doc.id, CANCELLED, "Indexing was cancelled; add the file again.")
         dropped = self.index.clear_queue()
         self._files_done = 0
         return dropped
