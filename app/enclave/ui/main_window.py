@@ -37,7 +37,7 @@ from enclave.ui.documents_dialog import DocumentsDialog, progress_text
 from enclave.ui.settings_dialog import SettingsDialog
 from enclave.ui.transcript import Transcript
 from enclave.ui.welcome import WelcomePage
-from enclave.usecases.loading import load_request, model_overrides
+from enclave.usecases.loading import LoadGuard, load_request, model_overrides
 from enclave.workers.docs_worker import DocsController
 from enclave.workers.download_worker import DownloadController
 from enclave.workers.engine_worker import EngineController
@@ -62,6 +62,8 @@ class MainWindow(QMainWindow):
         self.settings_store = settings_store
         self.settings = settings
         self._load_started = 0.0
+        self._load_guard = LoadGuard()  # a model that crashes the engine while loading is not reopened at start
+        self._load_fraction: float | None = None  # of the load in progress, once llama.cpp reports it
         self._loading_name = ""
         self._previous_model: str | None = None
         self._remember_on_load: str | None = None  # becomes settings.model_path once it has loaded
@@ -101,7 +103,12 @@ class MainWindow(QMainWindow):
         self.load_progress.setRange(0, 0)
         self.load_progress.setMaximumWidth(120)
         self.load_progress.setTextVisible(False)
+        self.load_progress.setAccessibleName("Model loading progress")
         self.load_progress.hide()
+        self.cancel_load_button = QPushButton("Cancel", self)
+        self.cancel_load_button.setToolTip("Stop loading this model (Esc)")
+        self.cancel_load_button.clicked.connect(self.cancel_load)
+        self.cancel_load_button.hide()
         self.context_gauge = QProgressBar(self)
         self.context_gauge.setAccessibleName("How full the model's context is")
         self.context_gauge.setMinimumWidth(210)
@@ -119,6 +126,7 @@ class MainWindow(QMainWindow):
         bar.addWidget(self.model_label, 1)
         bar.addPermanentWidget(self.indexing_button)
         bar.addPermanentWidget(self.load_progress)
+        bar.addPermanentWidget(self.cancel_load_button)
         bar.addPermanentWidget(self.speed_label)
         bar.addPermanentWidget(self.context_gauge)
 
@@ -180,6 +188,7 @@ class MainWindow(QMainWindow):
     def _connect(self) -> None:
         c = self.controller
         c.modelLoading.connect(self._on_model_loading)
+        c.loadProgress.connect(self._on_load_progress)
         c.modelLoaded.connect(self._on_model_loaded)
         c.modelLoadFailed.connect(self._on_model_failed)
         c.promptProgress.connect(self._on_prompt_progress)
@@ -220,6 +229,7 @@ class MainWindow(QMainWindow):
 
         if remember:
             self._remember_on_load = path
+        self._load_guard.begin(path)
 
         # The same load `enclave chat` asks for: settings, then this model's own overrides; the rest is Auto and the
         # engine's load plan decides (the status bar then says where the model runs).
@@ -276,19 +286,40 @@ class MainWindow(QMainWindow):
     def _on_model_loading(self, path: str) -> None:
         self._load_started = time.monotonic()
         self._loading_name = Path(path).name
+        self._load_fraction = None
+        self.load_progress.setRange(0, 0)  # busy until llama.cpp reports how much it has read
         self.load_progress.show()
+        self.cancel_load_button.show()
         self._load_timer.start()
         self._show_load_progress()
         self._update_page()
 
+    @Slot(float)
+    def _on_load_progress(self, fraction: float) -> None:
+        if not self.load_progress.isVisible():
+            return  # a late report of a load that has already ended
+        self._load_fraction = fraction
+        self.load_progress.setRange(0, 100)
+        self.load_progress.setValue(round(fraction * 100))
+        self._show_load_progress()
+
+    @Slot()
+    def cancel_load(self) -> None:
+        if self.controller.loading:
+            self.controller.cancel_load()
+            self.model_label.setText(f"Cancelling the load of {self._loading_name}…")
+
     def _show_load_progress(self) -> None:
         elapsed = time.monotonic() - self._load_started
-        text = f"Loading {self._loading_name}… {elapsed:.0f} s"
+        fraction = self._load_fraction
+        done = f"{fraction:.0%} · " if fraction is not None else ""
+        text = f"Loading {self._loading_name}… {done}{elapsed:.0f} s"
         self.model_label.setText(text)
         self.welcome.show_loading(text)
 
     @Slot(object)
     def _on_model_loaded(self, info: ModelInfo) -> None:
+        self._load_guard.succeeded()
         remember = self._remember_on_load
         if remember is not None and Path(remember) == Path(info.path):
             self._remember_on_load = None
@@ -296,6 +327,7 @@ class MainWindow(QMainWindow):
                 self._save_settings(replace(self.settings, model_path=remember))
         self._load_timer.stop()
         self.load_progress.hide()
+        self.cancel_load_button.hide()
         self.welcome.reset()
         self.model_label.setText(f"{info.name} · {info.placement or info.chat_format}")
         self.model_label.setToolTip(
@@ -316,10 +348,16 @@ class MainWindow(QMainWindow):
         self._update_page()
         self.composer.editor.setFocus()
 
-    @Slot(str)
-    def _on_model_failed(self, message: str) -> None:
+    @Slot(str, bool)
+    def _on_model_failed(self, message: str, crashed: bool = False) -> None:
+        self._load_guard.failed(crashed=crashed, message=message)
+        self.show_model_problem(message)
+
+    def show_model_problem(self, message: str) -> None:
+        """No model is in use, and why (a failed load, or a model not reopened at start after a crash)."""
         self._load_timer.stop()
         self.load_progress.hide()
+        self.cancel_load_button.hide()
         self.model_label.setText("No model")
         self.welcome.show_error(message)
         self.statusBar().showMessage(message, 15000)
@@ -393,7 +431,9 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def escape(self) -> None:
-        if self.session.busy:
+        if self.controller.loading:
+            self.cancel_load()
+        elif self.session.busy:
             self.session.stop()
         else:
             self.composer.cancel_edit()
