@@ -96,6 +96,17 @@ def test_the_staged_file_is_what_was_merged(staged: Path) -> None:
     assert tomllib.loads(briefcase_project.dump_toml(tricky)) == tricky
 
 
+def test_local_template_and_changelog_are_staged(tmp_path: Path) -> None:
+    """Machines that can't reach GitHub point Briefcase at a local copy of its template; a .deb needs a changelog."""
+    template = tmp_path / "linux-system"
+    pyproject = briefcase_project.stage(tmp_path / "stage", template=template)
+    assert load(pyproject)["tool"]["briefcase"]["app"]["enclave"]["template"] == str(template.resolve())
+    changelog = (pyproject.parent / "CHANGELOG.md").read_text(encoding="utf-8")
+    assert f"\n## {__version__}\n" in changelog  # every released version has its entry
+    with pytest.raises(SystemExit, match="not a Briefcase template"):
+        briefcase_project.main(["--template", str(template), "stage"])
+
+
 def test_llama_wheel_selection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ours = tmp_path / "llama_cpp_python-0.3.16-py3-none-win_amd64.whl"  # ctypes only: tagged py3, not cpXY
     other_python = tmp_path / "llama_cpp_python-0.3.16-cp39-cp39-win_amd64.whl"
