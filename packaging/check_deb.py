@@ -276,7 +276,8 @@ def leftovers(files: list[str]) -> list[str]:
     """What of the package's files (and any other enclave path) is still in /usr after removing it."""
     left = [f for f in files if f.startswith("/usr/") and os.path.lexists(f) and not Path(f).is_dir()]
     left += [f for f in files if f.startswith(("/usr/lib/enclave", "/usr/share/doc/enclave")) and Path(f).is_dir()]
-    found = subprocess.run(["find", "/usr", "-path", "*enclave*"], capture_output=True, text=True).stdout.split()
+    names = ["-name", PACKAGE, "-o", "-name", f"{PACKAGE}[-_.]*", "-o", "-name", f"{APP_ID}*"]
+    found = subprocess.run(["find", "/usr", "(", *names, ")"], capture_output=True, text=True).stdout.split()
     return sorted(set(left + found))
 
 
@@ -322,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
             deb = build_deb(briefcase_venv(), args.template, timings)
         results["deb"] = deb.name
         results["deb_bytes"] = deb.stat().st_size
-        fields = run(["dpkg-deb", "-f", deb, "Installed-Size", "Depends"], capture_output=True).stdout
+        fields = run(["dpkg-deb", "-f", deb, "Depends"], capture_output=True).stdout
         print(fields.strip())
 
         step(f"apt-get install ./{deb.name}")
@@ -334,8 +335,9 @@ def main(argv: list[str] | None = None) -> int:
         results["apt_install_s"] = time.monotonic() - install_started
         files = run(["dpkg", "-L", PACKAGE], capture_output=True).stdout.split("\n")
         files = [f for f in files if f]
-        size = run(["dpkg-query", "-W", "-f=${Installed-Size}", PACKAGE], capture_output=True).stdout
-        results["installed_kib"] = int(size)
+        # Briefcase's control file has no Installed-Size: add up the package's files.
+        sizes = [os.lstat(f).st_size for f in files if os.path.isfile(f) and not os.path.islink(f)]
+        results["installed_bytes"] = sum(sizes)
         with tempfile.TemporaryDirectory(prefix="enclave-deb-check-") as scratch:
             work = Path(scratch)
             work.chmod(0o755)
