@@ -8,10 +8,18 @@ except for the ``GenerationControl`` flags, which are thread-safe events.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
-from enclave.engine.types import EngineError, GenerationControl, GenerationRequest, LoadRequest, ModelInfo, StreamEvent
+from enclave.engine.types import (
+    EngineError,
+    GenerationControl,
+    GenerationRequest,
+    LoadRequest,
+    ModelInfo,
+    ModelLoadError,
+    StreamEvent,
+)
 
 
 class EngineCrashedError(EngineError):
@@ -22,14 +30,27 @@ class EngineCrashedError(EngineError):
     """
 
 
+class ModelLoadCrashedError(ModelLoadError):
+    """The engine's process stopped while it loaded the model: the model is likely to crash it again, so the app
+    does not open it by itself at the next start (see ``usecases.loading.LoadGuard``)."""
+
+
 class Backend(Protocol):
     @property
     def model(self) -> ModelInfo | None:
         """The resident model, or None."""
         ...
 
-    def load(self, request: LoadRequest, cancel: threading.Event | None = None) -> ModelInfo:
-        """Close any resident model, then load ``request.path``. Raises ModelLoadError with a readable message."""
+    def load(
+        self,
+        request: LoadRequest,
+        cancel: threading.Event | None = None,
+        progress: Callable[[float], None] | None = None,
+    ) -> ModelInfo:
+        """Close any resident model, then load ``request.path``. Raises ModelLoadError with a readable message.
+
+        ``cancel`` stops the load (ModelLoadCancelled) within a fraction of a second; ``progress`` gets the fraction
+        of the weights read (0.0 to 1.0) a few times a second."""
         ...
 
     def unload(self) -> None: ...

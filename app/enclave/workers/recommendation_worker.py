@@ -31,11 +31,11 @@ class RecommendationFetcher(QObject):
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        from enclave.models.hardware import probe_hardware
+        from enclave.models.hardware_child import probe_hardware_in_child
         from enclave.models.recommend import recommend
 
         try:
-            result = recommend(probe_hardware(self._models_dir))
+            result = recommend(probe_hardware_in_child(self._models_dir))
         except Exception:  # a recommendation is a nicety: never let it break the first screen
             log.exception("could not compute a recommendation")
             result = None
