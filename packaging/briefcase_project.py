@@ -68,7 +68,7 @@ def requirement_name(requirement: str) -> str:
     return re.sub(r"[-_.]+", "-", match.group(1)).lower()
 
 
-def llama_wheels(wheelhouse: Path = WHEELHOUSE) -> list[Path]:
+def llama_wheels(wheelhouse: Path | None = None) -> list[Path]:
     """llama-cpp-python wheels in the wheelhouse that this Python can install.
 
     They are tagged py3 (llama.cpp is loaded with ctypes, there is no extension module); a cpXY tag is accepted too.
@@ -78,7 +78,7 @@ def llama_wheels(wheelhouse: Path = WHEELHOUSE) -> list[Path]:
         f"py{sys.version_info.major}{sys.version_info.minor}",
         f"cp{sys.version_info.major}{sys.version_info.minor}",
     }
-    wheels = wheelhouse.glob("llama_cpp_python-*.whl")
+    wheels = (wheelhouse or WHEELHOUSE).glob("llama_cpp_python-*.whl")
     return sorted(w for w in wheels if ours & set(w.name.removesuffix(".whl").split("-")[-3].split(".")))
 
 
