@@ -70,6 +70,7 @@ def start_app(home: Path, minilm: Path) -> dict[str, Any]:
     return report
 
 
+@pytest.mark.timeout(1200)  # five whole starts of the app; on a busy machine one may take a minute
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find leftover host processes")
 def test_repeated_starts_answer_from_documents_without_llama_cpp_in_the_window(
     gemma_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
