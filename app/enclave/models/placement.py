@@ -29,7 +29,7 @@ from enclave.models.fit import (
     kv_cache_bytes,
 )
 from enclave.models.gguf import GGUFHeader, read_gguf_header, shard_paths
-from enclave.models.hardware import Hardware
+from enclave.models.hardware import GPUInfo, Hardware
 
 REASONING_CONTEXT_CAP = 65_536
 REASONING_CONTEXT_MIN = 32_768
@@ -38,6 +38,8 @@ KV_TYPES = ("f16", "q8_0", "q4_0")
 # llama.cpp batch (n_batch = n_ubatch) by where the model runs; measured with bench/bench_prompt.py
 # (docs/benchmarks.md, "Prompt reading").
 DEFAULT_BATCH = {"cpu": 512, "gpu": 512}
+
+CPU_ONLY = "CPU"  # the device choice that keeps every layer on the CPU
 
 _REASONING_NAME = re.compile(r"deepseek[-_ ]?r1|\br1[-_ ]distill|qwq|reasoning", re.IGNORECASE)
 
@@ -109,6 +111,41 @@ def read_headers(path: Path) -> list[GGUFHeader]:
     if first.split_count <= 1:
         return [first]
     return [first, *(read_gguf_header(p) for p in shard_paths(path, first.split_count)[1:])]
+
+
+def is_cpu_only(devices: Sequence[str]) -> bool:
+    """Whether a device choice (``LoadRequest.devices``, ``Settings.device``) means "CPU only"."""
+    return len(devices) == 1 and devices[0].upper() == CPU_ONLY
+
+
+def choose_gpus(gpus: Sequence[GPUInfo], devices: Sequence[str] = ()) -> tuple[GPUInfo, ...]:
+    """The GPUs a load uses: the named ones, none for "CPU only", or Auto's pick.
+
+    Auto takes the discrete GPUs when there are any, else the integrated ones (Apple's, an Intel/AMD iGPU), and never
+    a GPU API that runs on the CPU (Mesa's lavapipe, which a Vulkan build reports as a GPU): it is far slower than
+    llama.cpp's own CPU code, so it is used only when the user names it (Settings → Run on, ``--device``).
+    """
+    if is_cpu_only(devices):
+        return ()
+    if devices:
+        wanted = {name.upper() for name in devices}
+        return tuple(g for g in gpus if g.device.upper() in wanted)
+    real = [g for g in gpus if not g.software]
+    discrete = [g for g in real if not g.unified]
+    return tuple(discrete or real)
+
+
+def hardware_for(hardware: Hardware, devices: Sequence[str] = ()) -> Hardware:
+    """``hardware`` with only the GPUs the device choice uses (Auto by default): what plans and recommendations see."""
+    return replace(hardware, gpus=choose_gpus(hardware.gpus, devices))
+
+
+def planning_hardware(models_dir: Path | None = None, devices: Sequence[str] = ()) -> Hardware:
+    """This computer as plans and recommendations see it: the device choice's GPUs, with measured speed factors."""
+    from enclave.models.hardware import probe_hardware
+    from enclave.models.speed import calibrated
+
+    return hardware_for(calibrated(probe_hardware(models_dir)), devices)
 
 
 def restrict_gpu_memory(hardware: Hardware, limit: int | None) -> Hardware:

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 from enclave.docs.ingest import DEFAULT_COLLECTION, IngestProgress
 from enclave.docs.viewer import launch, page_command
 from enclave.engine.types import GenerationStats, ModelInfo
+from enclave.models.hardware import probe_hardware
 from enclave.models.recommend import Recommendation
 from enclave.paths import app_paths
 from enclave.settings.settings import Settings, SettingsStore
@@ -643,6 +644,7 @@ class MainWindow(QMainWindow):
             embedding_models=embedders,
             embedding_active=active.id if active else None,
             placement=model.placement if model is not None else "",
+            devices=[(g.device, f"{g.name} ({g.device})") for g in probe_hardware().gpus if g.device],
         )
         if dialog.exec() and dialog.result_settings is not None:
             reload = dialog.model_changed()

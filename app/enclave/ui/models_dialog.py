@@ -29,8 +29,9 @@ from PySide6.QtWidgets import (
 from enclave.models.catalog import CatalogEntry, load_catalog
 from enclave.models.downloader import DownloadProgress
 from enclave.models.fit import FitEstimate, Verdict, estimate_entry
-from enclave.models.hardware import Hardware, probe_hardware
+from enclave.models.hardware import Hardware
 from enclave.models.installed import InstalledModel, ModelError, ModelRegistry, import_model
+from enclave.models.placement import planning_hardware
 from enclave.models.recommend import recommend
 from enclave.workers.download_worker import DownloadController
 
@@ -46,7 +47,10 @@ VERDICT_TEXT = {
 def fit_text(estimate: FitEstimate) -> str:
     if estimate.verdict is Verdict.WONT_FIT:
         return "won't fit"
-    return f"{VERDICT_TEXT[estimate.verdict]}, ~{estimate.tokens_per_second:.0f} tok/s, {estimate.context_length:,} ctx"
+    rate = estimate.tokens_per_second
+    speed = f"{rate:.0f}" if rate >= 1.5 else f"{rate:.1f}"
+    how = "measured here" if estimate.speed_measured else "estimate"
+    return f"{VERDICT_TEXT[estimate.verdict]}, ~{speed} tok/s ({how}), {estimate.context_length:,} ctx"
 
 
 def gb(size: int) -> str:
@@ -72,7 +76,7 @@ class ModelsDialog(QDialog):
         self.registry = registry
         self.downloads = downloads
         self.models_dir = models_dir
-        self.hardware = hardware or probe_hardware(models_dir)
+        self.hardware = hardware or planning_hardware(models_dir)
         self.catalog = load_catalog()
         self.recommendation = recommend(self.hardware, self.catalog)
 

@@ -31,11 +31,11 @@ class RecommendationFetcher(QObject):
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        from enclave.models.hardware import probe_hardware
+        from enclave.models.placement import planning_hardware
         from enclave.models.recommend import recommend
 
         try:
-            result = recommend(probe_hardware(self._models_dir))
+            result = recommend(planning_hardware(self._models_dir))
         except Exception:  # a recommendation is a nicety: never let it break the first screen
             log.exception("could not compute a recommendation")
             result = None
