@@ -199,3 +199,29 @@ def test_embeddings_on_vulkan_match_the_cpus(vulkan0: Device, llama_log: list[st
     for a, b in zip(expected, got, strict=True):
         cosine = float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
         assert cosine >= 0.999 and math.isfinite(cosine), cosine
+
+
+def test_the_engine_host_survives_a_failed_device_allocation(vulkan0: Device, gemma_path: Path) -> None:
+    from engine_host_helpers import child_pids
+
+    from enclave.engine.isolated import IsolatedBackend
+    from enclave.engine.types import ModelLoadError
+
+    before = child_pids()
+    backend = IsolatedBackend()
+    try:
+        # Every layer forced onto the device with a KV cache far larger than its memory: llama.cpp's allocation on
+        # Vulkan0 fails (the plan alone would have kept most layers on the CPU; the user's choice wins).
+        too_big = LoadRequest(path=str(gemma_path), n_ctx=TOO_BIG_CONTEXT, n_gpu_layers=-1, devices=("Vulkan0",))
+        with pytest.raises(ModelLoadError, match=r"could not load .* onto Vulkan0: .*choose CPU only"):
+            backend.load(too_big)
+        pid = backend.host_pid
+        assert pid is not None and backend.starts == 1  # the host is still the same, alive process
+        info = backend.load(LoadRequest(path=str(gemma_path), n_ctx=512, devices=("CPU",)))
+        assert info.placement.startswith("CPU · ") and backend.host_pid == pid
+        request = GenerationRequest(QUESTION, GREEDY, max_tokens=2)
+        events = list(backend.stream_chat(request, GenerationControl()))
+        assert isinstance(events[-1], Finished) and events[-1].stats.completion_tokens == 2
+    finally:
+        backend.close()
+    assert not child_pids() - before, "an engine host process was left behind"

@@ -143,6 +143,13 @@ class LlamaCppBackend:
         except (ValueError, RuntimeError, OSError) as exc:
             if cancel is not None and cancel.is_set():
                 raise ModelLoadCancelled(f"Loading {path.name} was cancelled.") from exc
+            if devices and plan.n_gpu_layers != 0:
+                names = ", ".join(d.name for d in devices)
+                raise ModelLoadError(
+                    f"llama.cpp could not load {path.name} onto {names}: {exc}. The GPU may not have enough free "
+                    "memory for this plan: lower the GPU layers or the context length, or choose CPU only in "
+                    "Settings → Run on."
+                ) from exc
             raise ModelLoadError(
                 f"llama.cpp could not load {path.name}: {exc}. The file may be damaged, for a model architecture this "
                 "version of Enclave does not support, or too large for this computer's memory."
