@@ -143,6 +143,8 @@ def test_on_vulkan_the_plan_is_what_llama_cpp_allocates_and_greedy_tokens_equal_
         weights, kv = buffer_mib(llama_log, "Vulkan0", "model") * MIB, buffer_mib(llama_log, "Vulkan0", "KV") * MIB
         assert abs(weights - plan.device_weight_bytes) <= 0.10 * plan.device_weight_bytes, (weights, plan)
         assert abs(kv - plan.device_kv_bytes) <= 0.10 * plan.device_kv_bytes, (kv, plan)
+        print(f"\nVulkan0 full: weights {weights / MIB:.1f} MiB (plan {plan.device_weight_bytes / MIB:.1f}), KV "
+              f"{kv / MIB:.1f} MiB (plan {plan.device_kv_bytes / MIB:.1f})")  # fmt: skip
         assert plan.estimate is not None and not plan.estimate.speed_measured
         vulkan_text, finished = answer(backend, 8)
     finally:
@@ -153,6 +155,8 @@ def test_on_vulkan_the_plan_is_what_llama_cpp_allocates_and_greedy_tokens_equal_
     measured = finished.stats.completion_tokens / finished.stats.generation_seconds
     replanned = LlamaCppBackend().plan(LoadRequest(path=str(gemma_path), n_ctx=2048, devices=("Vulkan0",)))
     assert replanned.estimate is not None and replanned.estimate.speed_measured
+    print(f"Vulkan0 decode: predicted {plan.estimate.tokens_per_second:.2f} tok/s before calibration, "
+          f"{replanned.estimate.tokens_per_second:.2f} after; measured {measured:.2f}")  # fmt: skip
     assert measured / 2 <= replanned.estimate.tokens_per_second <= measured * 2, (replanned.estimate, measured)
 
 
@@ -175,6 +179,8 @@ def test_a_model_too_big_for_the_device_is_split_as_planned(
         weights, kv = buffer_mib(llama_log, "Vulkan0", "model") * MIB, buffer_mib(llama_log, "Vulkan0", "KV") * MIB
         assert abs(weights - plan.device_weight_bytes) <= 0.10 * plan.device_weight_bytes, (weights, plan)
         assert abs(kv - plan.device_kv_bytes) <= 0.10 * plan.device_kv_bytes, (kv, plan)
+        print(f"\nVulkan0 split: weights {weights / MIB:.1f} MiB (plan {plan.device_weight_bytes / MIB:.1f}), KV "
+              f"{kv / MIB:.1f} MiB (plan {plan.device_kv_bytes / MIB:.1f})")  # fmt: skip
         text, finished = answer(backend, 2)
     finally:
         backend.unload()

@@ -49,6 +49,9 @@ def test_a_cpu_generation_calibrates_the_prediction_to_within_two_times(gemma_pa
     facts = facts_from_headers([read_gguf_header(gemma_path)])
     estimate = estimate_fit(facts, after)
     assert estimate.speed_measured
+    guess = estimate_fit(facts, before).tokens_per_second
+    print(f"\nCPU decode: predicted {guess:.1f} tok/s before calibration, {estimate.tokens_per_second:.1f} after; "
+          f"measured {measured:.1f}")  # fmt: skip
     assert measured / 2 <= estimate.tokens_per_second <= measured * 2, (estimate.tokens_per_second, measured)
 
 
