@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,7 +51,12 @@ class ScriptedBackend:
     def model(self) -> ModelInfo | None:
         return self._model
 
-    def load(self, request: LoadRequest, cancel: threading.Event | None = None) -> ModelInfo:
+    def load(
+        self,
+        request: LoadRequest,
+        cancel: threading.Event | None = None,
+        progress: Callable[[float], None] | None = None,
+    ) -> ModelInfo:
         path = Path(request.path)
         if not path.is_file():
             raise ModelLoadError(f"Model file not found: {path}")

@@ -6,6 +6,7 @@ process boundary allows a token or two of slack (a stop travels over the connect
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from enclave.engine.types import (
     GenerationControl,
     GenerationRequest,
     LoadRequest,
+    ModelLoadCancelled,
     ModelLoadError,
     PromptProgress,
     SamplingParams,
@@ -262,3 +264,41 @@ def test_unload_ends_the_host_and_load_starts_another(fresh: Callable[[], Isolat
     _load(backend, gemma_path)
     assert backend.starts == 2
     assert run(backend, ask("Hi", max_tokens=2))[3].stats.completion_tokens > 0
+
+
+@pytest.fixture(params=["in_process", "isolated"])
+def unloaded(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    """A backend of each kind with nothing loaded yet (the loads below replace the model)."""
+    before = child_pids()
+    backend: Backend = LlamaCppBackend() if request.param == "in_process" else IsolatedBackend()
+    yield backend
+    backend.unload()
+    assert not child_pids() - before, "an engine host process was left behind"
+
+
+def test_load_progress_is_llama_cpps_fraction_read(unloaded: Backend, gemma_path: Path) -> None:
+    fractions: list[float] = []
+    unloaded.load(LoadRequest(path=str(gemma_path), n_ctx=512, n_threads=2), None, fractions.append)
+    assert unloaded.model is not None
+    assert fractions, "no progress was reported"
+    assert fractions == sorted(fractions)  # it only moves forward
+    assert 0.0 <= fractions[0] < 1.0 and fractions[-1] == 1.0
+
+
+def test_cancel_during_a_load_stops_it_and_leaves_no_model(unloaded: Backend, gemma_path: Path) -> None:
+    cancel = threading.Event()
+    seen: list[float] = []
+
+    def progress(fraction: float) -> None:  # the user presses Cancel as soon as the first report arrives
+        seen.append(fraction)
+        cancel.set()
+
+    with pytest.raises(ModelLoadCancelled, match="cancelled"):
+        unloaded.load(LoadRequest(path=str(gemma_path), n_ctx=512, n_threads=2), cancel, progress)
+    assert seen and seen[-1] < 1.0  # llama.cpp gave up before it had read the whole model
+    assert unloaded.model is None
+    with pytest.raises(EngineError, match="No model is loaded"):
+        run(unloaded, ask("Hi", max_tokens=2))
+    # The next load works as usual.
+    unloaded.load(LoadRequest(path=str(gemma_path), n_ctx=512, n_threads=2))
+    assert run(unloaded, ask("Hi", max_tokens=2))[3].stats.completion_tokens > 0

@@ -59,7 +59,12 @@ class GatedBackend(ScriptedBackend):
     def __post_init__(self) -> None:
         self.gate.set()
 
-    def load(self, request: LoadRequest, cancel: threading.Event | None = None) -> ModelInfo:
+    def load(
+        self,
+        request: LoadRequest,
+        cancel: threading.Event | None = None,
+        progress: Callable[[float], None] | None = None,
+    ) -> ModelInfo:
         assert self.gate.wait(20), "the test never opened the gate"
         self.loads.append(request.path)
         return super().load(request, cancel)

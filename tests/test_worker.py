@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,12 @@ class ThreadRecordingBackend(ScriptedBackend):
         super().__init__(script=script)
         self.threads: set[int] = set()
 
-    def load(self, request: LoadRequest, cancel: threading.Event | None = None) -> ModelInfo:
+    def load(
+        self,
+        request: LoadRequest,
+        cancel: threading.Event | None = None,
+        progress: Callable[[float], None] | None = None,
+    ) -> ModelInfo:
         self.threads.add(threading.get_ident())
         return super().load(request, cancel)
 

@@ -8,7 +8,7 @@ except for the ``GenerationControl`` flags, which are thread-safe events.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from enclave.engine.types import EngineError, GenerationControl, GenerationRequest, LoadRequest, ModelInfo, StreamEvent
@@ -28,8 +28,16 @@ class Backend(Protocol):
         """The resident model, or None."""
         ...
 
-    def load(self, request: LoadRequest, cancel: threading.Event | None = None) -> ModelInfo:
-        """Close any resident model, then load ``request.path``. Raises ModelLoadError with a readable message."""
+    def load(
+        self,
+        request: LoadRequest,
+        cancel: threading.Event | None = None,
+        progress: Callable[[float], None] | None = None,
+    ) -> ModelInfo:
+        """Close any resident model, then load ``request.path``. Raises ModelLoadError with a readable message.
+
+        ``cancel`` stops the load (ModelLoadCancelled) within a fraction of a second; ``progress`` gets the fraction
+        of the weights read (0.0 to 1.0) a few times a second."""
         ...
 
     def unload(self) -> None: ...

@@ -24,6 +24,7 @@ import queue
 import sys
 import threading
 from multiprocessing.connection import Connection, Listener
+from pathlib import Path
 from typing import Any
 
 from enclave import __version__
@@ -45,6 +46,7 @@ class _Host:
         self._finished = threading.Event()
         self._closed = False
         self._backend: Any = None  # LlamaCppBackend, created (and llama.cpp imported) on the first request
+        self._embedder: Any = None  # docs.embedder.Embedder, when the app asked this host for embeddings
 
     # --- sending (main thread only) -------------------------------------------------------------------------------
 
@@ -113,6 +115,8 @@ class _Host:
         finally:
             if self._backend is not None:
                 self._backend.unload()
+            if self._embedder is not None:
+                self._embedder.close()
             self._finished.set()
         return 0
 
@@ -130,7 +134,11 @@ class _Host:
         try:
             if kind == "load":
                 request = wire.load_request_from_json(wire.get(message, "request", dict))
-                info = self._engine().load(request, control.cancel if control is not None else None)
+                info = self._engine().load(
+                    request,
+                    control.cancel if control is not None else None,
+                    lambda fraction: self._send({"type": "load_progress", "id": request_id, "fraction": fraction}),
+                )
                 self._send({"type": "loaded", "id": request_id, "info": wire.model_info_to_json(info)})
             elif kind == "unload":
                 if self._backend is not None:
@@ -146,6 +154,8 @@ class _Host:
                 self._send({"type": "count", "id": request_id, "count": count})
             elif kind == "generate" and control is not None:
                 self._generate(request_id, message, control)
+            elif kind in ("embed_open", "embed", "embed_count"):
+                self._embedding(kind, request_id, message)
             else:
                 raise wire.ProtocolError(f"unknown request {kind!r}")
         except EngineError as exc:
@@ -156,6 +166,40 @@ class _Host:
         finally:
             with self._lock:
                 self._controls.pop(request_id, None)
+
+    def _embedding(self, kind: str, request_id: str, message: dict[str, Any]) -> None:
+        """The documents' embedding model: a host started for embeddings holds one (and never a chat model)."""
+        from enclave.docs.embedder import DEFAULT_BATCH_TOKENS, Embedder, EmbedderError
+
+        try:
+            if kind == "embed_open":
+                old, self._embedder = self._embedder, None
+                if old is not None:
+                    old.close()
+                batch = wire.get_optional(message, "batch", int) or DEFAULT_BATCH_TOKENS
+                threads = wire.get_optional(message, "n_threads", int)
+                self._embedder = Embedder(Path(wire.get(message, "path", str)), n_threads=threads, batch_tokens=batch)
+                self._send({"type": "embedder", "id": request_id, "info": wire.embedder_info_to_json(self._embedder)})
+                return
+            embedder = self._embedder
+            if embedder is None:
+                raise EngineError("No embedding model is open.")
+            if kind == "embed_count":
+                count = embedder.count_tokens(wire.get(message, "text", str))
+                self._send({"type": "count", "id": request_id, "count": count})
+                return
+            texts = wire.get(message, "texts", list)
+            if not all(isinstance(text, str) for text in texts):
+                raise wire.ProtocolError("embed: texts should be strings")
+            if wire.get(message, "role", str) == "query":
+                if len(texts) != 1:
+                    raise wire.ProtocolError("embed: a query is one text")
+                vectors = embedder.embed_query(texts[0]).reshape(1, -1)
+            else:
+                vectors = embedder.embed_documents(texts)
+            self._send(wire.vectors_to_json(request_id, vectors))
+        except EmbedderError as exc:
+            raise EngineError(str(exc)) from exc
 
     def _resident(self) -> bool:
         return self._backend is not None and self._backend.model is not None

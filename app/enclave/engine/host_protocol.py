@@ -5,8 +5,9 @@ link with a random key; never pickle, so a host taken over by a hostile model fi
 it sends back. Every message has a ``type``; requests and their answers carry the request's ``id`` (a string). The
 receiving side checks every field's type (:class:`ProtocolError` otherwise).
 
-Protocol version 1 (:data:`PROTOCOL_VERSION`). The app sends ``hello`` first; the host answers ``hello`` with its own
-version, and the app refuses a host that speaks another one.
+Protocol version 2 (:data:`PROTOCOL_VERSION`; 2 added the embedding messages and ``load_progress``). The app
+sends ``hello`` first; the host answers ``hello`` with its own version, and the app refuses a host that speaks
+another one.
 
 App → host
 
@@ -22,7 +23,13 @@ type              fields                                          answer
 ``cancel``        ``id`` of a running ``generate`` or ``load``    none: ``finished`` (cancelled) or ``error``
 ``answer_now``    ``id`` of a running ``generate``                none: ``thinking_closed`` (forced) in the stream
 ``shutdown``      (none)                                          none: the host frees the model and exits
+``embed_open``    ``id``, ``path``, ``n_threads``, ``batch``      ``embedder`` or ``error``
+``embed``         ``id``, ``texts``, ``role`` (documents/query)   ``vectors`` or ``error``
+``embed_count``   ``id``, ``text``                                ``count`` or ``error``
 ================  ==============================================  ================================================
+
+A host serves one role: the chat model (``load`` … ``answer_now``), or the documents' embedding model (``embed_*``;
+``n_threads`` and ``batch`` may be null for the defaults).
 
 ``cancel`` and ``answer_now`` are read by a thread of their own in the host, so they take effect while the host is
 busy: between two tokens, inside a prompt batch (llama.cpp's abort callback sees the flag), or during a load (its
@@ -34,10 +41,15 @@ Host → app
 type                 fields                                              meaning
 ===================  ==================================================  ==========================================
 ``hello``            ``protocol``, ``pid``, ``version`` (Enclave's)      the handshake's answer
+``load_progress``    ``id``, ``fraction`` (0.0 to 1.0)                   a load in progress, a few times a second
 ``loaded``           ``id``, ``info`` (a ModelInfo)                      the model is resident
 ``unloaded``         ``id``                                              no model is resident
 ``tokens``           ``id``, ``tokens`` (list of int)                    tokenize's answer
-``count``            ``id``, ``count``                                   count_tokens' answer
+``count``            ``id``, ``count``                                   count_tokens' / embed_count's answer
+``embedder``         ``id``, ``info`` (name, model_id, dimension, family,  the embedding model is open
+                     max_text_tokens)
+``vectors``          ``id``, ``rows``, ``dimension``, ``data``           normalised vectors: base64 of rows ×
+                                                                         dimension little-endian float32
 ``context_trimmed``  ``id``, ``dropped_messages``                        stream event ContextTrimmed
 ``prompt_progress``  ``id``, ``evaluated``, ``total``, ``seconds_left``  stream event PromptProgress (batch ended)
 ``batch_progress``   ``id``, ``evaluated``, ``total``, ``seconds_left``  inside a batch, for control.progress
@@ -54,6 +66,7 @@ standard error (llama.cpp's abort message) for the explanation.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 from typing import Any, TypeVar
@@ -78,7 +91,7 @@ from enclave.engine.types import (
     ThinkingClosed,
 )
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 # A long chat's messages, or a tokenized document, fit comfortably; anything larger is refused unread.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 ERROR_KINDS = ("load", "cancelled", "prompt_too_long", "engine", "internal")
@@ -87,7 +100,7 @@ T = TypeVar("T")
 
 
 class ProtocolError(ValueError):
-    """A message that is not what protocol version 1 says it is."""
+    """A message that is not what the protocol says it is."""
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -283,3 +296,37 @@ def error_from_json(message: dict[str, Any]) -> EngineError:
     if kind == "prompt_too_long":
         return PromptTooLongError(text)
     return EngineError(text)
+
+
+def embedder_info_to_json(embedder: Any) -> dict[str, Any]:
+    """What the app needs to know of an open ``docs.embedder.Embedder``."""
+    return {
+        "name": embedder.name,
+        "model_id": embedder.model_id,
+        "dimension": embedder.dimension,
+        "family": dataclasses.asdict(embedder.family),
+        "max_text_tokens": embedder.max_text_tokens(),
+    }
+
+
+def vectors_to_json(request_id: str, vectors: Any) -> dict[str, Any]:
+    import numpy as np
+
+    array = np.ascontiguousarray(vectors, dtype="<f4")
+    rows, dimension = array.shape
+    data = base64.b64encode(array.tobytes()).decode("ascii")
+    return {"type": "vectors", "id": request_id, "rows": rows, "dimension": dimension, "data": data}
+
+
+def vectors_from_json(message: dict[str, Any]) -> Any:
+    """The float32 array (rows × dimension) of a ``vectors`` message."""
+    import numpy as np
+
+    rows, dimension = get(message, "rows", int), get(message, "dimension", int)
+    try:
+        raw = base64.b64decode(get(message, "data", str), validate=True)
+    except ValueError as exc:
+        raise ProtocolError(f"vectors: {exc}") from exc
+    if rows < 0 or dimension <= 0 or len(raw) != rows * dimension * 4:
+        raise ProtocolError("vectors: the data does not match rows × dimension")
+    return np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(rows, dimension)

@@ -32,7 +32,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from multiprocessing.connection import Client, Connection
 from pathlib import Path
@@ -68,7 +68,7 @@ _ABORT_LINE = re.compile(r"(?:^|[\s/\\])(?P<where>[\w.+-]+\.(?:c|cc|cpp|cu|h|hpp
 _ERROR_LINE = re.compile(r"error|what\(\)|terminate called|assert|abort|fatal|out of memory", re.IGNORECASE)
 
 
-class _HostDied(Exception):
+class HostDied(Exception):
     """The connection closed (or the process ended) while a request was open."""
 
 
@@ -76,8 +76,10 @@ class _Cancelled(Exception):
     """The caller's cancel event was set while a load was in progress."""
 
 
-class IsolatedBackend:
-    """One resident llama.cpp model in an engine host process; every method runs on the engine thread."""
+class HostProcess:
+    """One engine host process and the connection to it: start and handshake, requests and their answers, the host's
+    standard error, and what a crash says. ``IsolatedBackend`` (the chat model) and the documents' embedder
+    (docs/isolated_embedder.py) each drive one; every method runs on the thread that owns the object."""
 
     def __init__(self, command: Sequence[str] | None = None, *, max_crashes: int = MAX_CRASHES) -> None:
         if command is None:
@@ -93,17 +95,11 @@ class IsolatedBackend:
         self._stderr_fd: int | None = None  # the app's own read-only descriptor of the host's standard error
         self._stderr_mark = 0  # where the current request's part of the host's standard error starts
         self._ids = itertools.count(1)
-        self._info: ModelInfo | None = None
-        self._load_request: LoadRequest | None = None  # what to load again after a crash
-        self._crashes = 0  # host deaths since the last explicit load or completed answer
+        self._crashes = 0  # host deaths since the last explicit load or completed request
         self.starts = 0  # host processes started (tests and diagnostics)
         self.last_crash: str | None = None
 
     # --- state ----------------------------------------------------------------------------------------------------
-
-    @property
-    def model(self) -> ModelInfo | None:
-        return self._info
 
     @property
     def host_pid(self) -> int | None:
@@ -127,6 +123,9 @@ class IsolatedBackend:
         if start > since and lines:
             lines = lines[1:]  # the first line was cut in the middle
         return [line for line in lines if line.strip()]
+
+    def _forget_model(self) -> None:
+        """The host answered that nothing is resident any more (a subclass drops what it remembers)."""
 
     # --- the host process -----------------------------------------------------------------------------------------
 
@@ -276,25 +275,25 @@ class IsolatedBackend:
 
     def _send(self, message: dict[str, Any]) -> None:
         if self._conn is None:
-            raise _HostDied()
+            raise HostDied()
         try:
             self._conn.send_bytes(wire.encode(message))
         except (OSError, ValueError) as exc:
-            raise _HostDied() from exc
+            raise HostDied() from exc
 
     def _receive(self, timeout: float) -> dict[str, Any] | None:
-        """The host's next message, or None after ``timeout``; raises _HostDied when the host is gone."""
+        """The host's next message, or None after ``timeout``; raises HostDied when the host is gone."""
         conn, process = self._conn, self._process
         if conn is None or process is None:
-            raise _HostDied()
+            raise HostDied()
         try:
             if not conn.poll(timeout):
                 if process.poll() is not None:
-                    raise _HostDied()
+                    raise HostDied()
                 return None
             data = conn.recv_bytes(wire.MAX_MESSAGE_BYTES)
         except (EOFError, OSError) as exc:  # OSError also for a message over the size limit
-            raise _HostDied() from exc
+            raise HostDied() from exc
         return wire.decode(data)
 
     def _new_id(self) -> str:
@@ -308,8 +307,15 @@ class IsolatedBackend:
         except OSError:
             self._stderr_mark = 0
 
-    def _call(self, message: dict[str, Any], answer: str, cancel: threading.Event | None = None) -> dict[str, Any]:
-        """Send a request and wait for its answer; raises the request's EngineError, or _HostDied."""
+    def _call(
+        self,
+        message: dict[str, Any],
+        answer: str,
+        cancel: threading.Event | None = None,
+        progress: Callable[[float], None] | None = None,
+    ) -> dict[str, Any]:
+        """Send a request and wait for its answer (passing ``load_progress`` on to ``progress``); raises the
+        request's EngineError, or HostDied."""
         request_id = message["id"]
         self._mark()
         self._send(message)
@@ -328,17 +334,42 @@ class IsolatedBackend:
                 continue
             if reply["type"] == answer:
                 return reply
+            if reply["type"] == "load_progress":
+                if progress is not None:
+                    progress(wire.get(reply, "fraction", float))
+                continue
             if reply["type"] == "error":
                 if not wire.get(reply, "resident", bool):
-                    self._info = None
-                    self._load_request = None
+                    self._forget_model()
                 raise wire.error_from_json(reply)
             raise wire.ProtocolError(f"expected {answer}, got {reply['type']}")
 
-    def _load_in_host(self, request: LoadRequest, cancel: threading.Event | None, started: float) -> ModelInfo:
-        reply = self._call(
-            {"type": "load", "id": self._new_id(), "request": wire.load_request_to_json(request)}, "loaded", cancel
-        )
+
+class IsolatedBackend(HostProcess):
+    """One resident llama.cpp model in an engine host process; every method runs on the engine thread."""
+
+    def __init__(self, command: Sequence[str] | None = None, *, max_crashes: int = MAX_CRASHES) -> None:
+        super().__init__(command, max_crashes=max_crashes)
+        self._info: ModelInfo | None = None
+        self._load_request: LoadRequest | None = None  # what to load again after a crash
+
+    @property
+    def model(self) -> ModelInfo | None:
+        return self._info
+
+    def _forget_model(self) -> None:
+        self._info = None
+        self._load_request = None
+
+    def _load_in_host(
+        self,
+        request: LoadRequest,
+        cancel: threading.Event | None,
+        started: float,
+        progress: Callable[[float], None] | None = None,
+    ) -> ModelInfo:
+        message = {"type": "load", "id": self._new_id(), "request": wire.load_request_to_json(request)}
+        reply = self._call(message, "loaded", cancel, progress)
         info = wire.model_info_from_json(wire.get(reply, "info", dict))
         # What the user waited for includes the host's start.
         info = replace(info, load_seconds=max(info.load_seconds, time.monotonic() - started))
@@ -362,44 +393,44 @@ class IsolatedBackend:
         try:
             self._start()
             self._load_in_host(request, None, time.monotonic())
-        except (_HostDied, wire.ProtocolError) as exc:
+        except (HostDied, wire.ProtocolError) as exc:
             raise EngineCrashedError(self._crashed(exc)) from exc
         except (OSError, EngineError) as exc:
             self._stop()
-            self._info = None
-            self._load_request = None
+            self._forget_model()
             raise EngineError(f"The model could not be loaded again: {exc}") from exc
 
     # --- Backend ----------------------------------------------------------------------------------------------------
 
-    def load(self, request: LoadRequest, cancel: threading.Event | None = None) -> ModelInfo:
+    def load(
+        self,
+        request: LoadRequest,
+        cancel: threading.Event | None = None,
+        progress: Callable[[float], None] | None = None,
+    ) -> ModelInfo:
         self._crashes = 0  # the user asked for this model: automatic reloads may start over
         started = time.monotonic()
         if not self._alive():
-            self._info = None
-            self._load_request = None
+            self._forget_model()
             try:
                 self._start()
             except (OSError, EngineError) as exc:
                 self._stop()
                 raise ModelLoadError(f"The engine process could not be started: {exc}") from exc
         try:
-            return self._load_in_host(request, cancel, started)
-        except (_HostDied, wire.ProtocolError) as exc:
-            self._info = None  # whatever was loaded went down with the host
-            self._load_request = None
+            return self._load_in_host(request, cancel, started, progress)
+        except (HostDied, wire.ProtocolError) as exc:
+            self._forget_model()  # whatever was loaded went down with the host
             raise ModelLoadError(self._crashed(exc)) from exc
         except _Cancelled as exc:
             self._stop()  # llama.cpp did not stop loading in time: the host goes, and the model with it
-            self._info = None
-            self._load_request = None
+            self._forget_model()
             raise ModelLoadCancelled(f"Loading {Path(request.path).name} was cancelled.") from exc
 
     def unload(self) -> None:
         """Free the model by ending the host (a later load starts a new one)."""
         self._stop(graceful=True)
-        self._info = None
-        self._load_request = None
+        self._forget_model()
 
     def close(self) -> None:
         self.unload()
@@ -418,7 +449,7 @@ class IsolatedBackend:
         self._ready()
         try:
             return self._call({**message, "id": self._new_id()}, answer)
-        except (_HostDied, wire.ProtocolError) as exc:
+        except (HostDied, wire.ProtocolError) as exc:
             raise EngineCrashedError(self._crashed(exc)) from exc
 
     def stream_chat(self, request: GenerationRequest, control: GenerationControl) -> Iterator[StreamEvent]:
@@ -449,8 +480,7 @@ class IsolatedBackend:
                 if kind == "error":
                     done = True
                     if not wire.get(message, "resident", bool):
-                        self._info = None
-                        self._load_request = None
+                        self._forget_model()
                     raise wire.error_from_json(message)
                 event = wire.event_from_json(message)
                 if event is None:
@@ -461,7 +491,7 @@ class IsolatedBackend:
                     yield event
                     return
                 yield event
-        except (_HostDied, wire.ProtocolError) as exc:
+        except (HostDied, wire.ProtocolError) as exc:
             done = True
             raise EngineCrashedError(self._crashed(exc)) from exc
         finally:
@@ -479,7 +509,7 @@ class IsolatedBackend:
                 message = self._receive(POLL_S)
                 if message is not None and message.get("id") == request_id and message["type"] in ("finished", "error"):
                     return
-        except (_HostDied, wire.ProtocolError):
+        except (HostDied, wire.ProtocolError):
             pass
         log.warning("engine host did not finish an abandoned answer: ending it")
         self._stop()
@@ -514,4 +544,4 @@ def _clip(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-__all__ = ["IsolatedBackend", "crash_detail", "exit_description"]
+__all__ = ["HostDied", "HostProcess", "IsolatedBackend", "crash_detail", "exit_description"]

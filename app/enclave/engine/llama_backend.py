@@ -16,7 +16,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,6 +65,7 @@ log = logging.getLogger(__name__)
 # prompt is evaluated in slices sized to take about this long, so a stop request is still honoured quickly.
 PROMPT_SLICE_TARGET_S = 0.12
 FIRST_PROMPT_SLICE = 32
+LOAD_PROGRESS_INTERVAL_S = 0.1
 # How often progress inside a running prompt batch is reported.
 PROGRESS_INTERVAL_S = 0.1
 
@@ -103,7 +104,12 @@ class LlamaCppBackend:
         """Tokens currently held in the KV cache (for tests and benchmarks)."""
         return int(self._llm.n_tokens) if self._llm is not None else 0
 
-    def load(self, request: LoadRequest, cancel: threading.Event | None = None) -> ModelInfo:
+    def load(
+        self,
+        request: LoadRequest,
+        cancel: threading.Event | None = None,
+        progress: Callable[[float], None] | None = None,
+    ) -> ModelInfo:
         """Plan (``enclave.models.placement``), then load exactly that plan; ``cancel`` stops the load."""
         path = Path(request.path)
         check_gguf_file(path)  # clear errors for missing, truncated or non-GGUF files before llama.cpp opens them
@@ -122,7 +128,7 @@ class LlamaCppBackend:
         extra = ModelParamsExtra(
             devices=[d.handle for d in devices],  # always explicit: [] keeps llama.cpp off every GPU (CPU only)
             tensor_overrides=[tensor_override(o) for o in plan.tensor_overrides],
-            progress=(lambda _fraction: not cancel.is_set()) if cancel is not None else None,
+            progress=_load_progress(cancel, progress) if cancel is not None or progress is not None else None,
         )
         try:
             llm = open_llama(
@@ -512,6 +518,25 @@ def _grammar_allows(chain: Any, tokens: Sequence[int]) -> bool:
         return True
     finally:
         llama_cpp.llama_sampler_free(clone)
+
+
+def _load_progress(cancel: threading.Event | None, report: Callable[[float], None] | None) -> Callable[[float], bool]:
+    """llama.cpp's load progress callback: pass the fraction on (at most every LOAD_PROGRESS_INTERVAL_S) and return
+    False, which makes llama.cpp give up the load, once ``cancel`` is set."""
+    last = [0.0]
+
+    def callback(fraction: float) -> bool:
+        if report is not None:
+            now = time.monotonic()
+            if now - last[0] >= LOAD_PROGRESS_INTERVAL_S or fraction >= 1.0:
+                last[0] = now
+                try:
+                    report(min(1.0, max(0.0, float(fraction))))
+                except Exception:  # a progress display must not break the load
+                    log.exception("load progress report failed")
+        return cancel is None or not cancel.is_set()
+
+    return callback
 
 
 class _PromptWatch:

@@ -234,10 +234,14 @@ class Hardware:
 # --- the probe -------------------------------------------------------------------------------------------------
 
 
-def probe_hardware(models_dir: Path | None = None) -> Hardware:
-    """Probe this computer. Never raises: what cannot be known is left at a safe default and explained in notes."""
+def probe_hardware(models_dir: Path | None = None, *, use_llama_cpp: bool = True) -> Hardware:
+    """Probe this computer. Never raises: what cannot be known is left at a safe default and explained in notes.
+
+    ``use_llama_cpp=False`` never loads llama.cpp (the app's window process; see hardware_child.py)."""
     notes: list[str] = []
-    offload, gpus = _guarded(notes, "llama.cpp device query", _probe_llama_cpp, (False, []))
+    offload, gpus = (
+        _guarded(notes, "llama.cpp device query", _probe_llama_cpp, (False, [])) if use_llama_cpp else (False, [])
+    )
     if not gpus:
         gpus = _guarded(notes, "NVML", _probe_nvml, [])
     if not gpus and sys.platform.startswith("linux"):
@@ -259,7 +263,7 @@ def probe_hardware(models_dir: Path | None = None) -> Hardware:
             "GPU build"
         )
     cores, threads = _guarded(notes, "CPU cores", _probe_cores, (1, os.cpu_count() or 1))
-    features = _guarded(notes, "CPU features", _probe_cpu_features, ())
+    features = _guarded(notes, "CPU features", lambda: _probe_cpu_features(use_llama_cpp), ())
     cpu_name = _guarded(notes, "CPU name", _probe_cpu_name, "")
     disk_free = None
     if models_dir is not None:
@@ -486,12 +490,12 @@ def _probe_cpu_name() -> str:
     return platform.processor()
 
 
-def _probe_cpu_features() -> tuple[str, ...]:
+def _probe_cpu_features(use_llama_cpp: bool = True) -> tuple[str, ...]:
     if sys.platform.startswith("linux"):
         found = parse_cpuinfo_flags(Path("/proc/cpuinfo").read_text())
         if found:
             return found
-    return _llama_cpp_features()
+    return _llama_cpp_features() if use_llama_cpp else ()
 
 
 def parse_cpuinfo_flags(text: str) -> tuple[str, ...]:

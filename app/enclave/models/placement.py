@@ -140,12 +140,18 @@ def hardware_for(hardware: Hardware, devices: Sequence[str] = ()) -> Hardware:
     return replace(hardware, gpus=choose_gpus(hardware.gpus, devices))
 
 
-def planning_hardware(models_dir: Path | None = None, devices: Sequence[str] = ()) -> Hardware:
-    """This computer as plans and recommendations see it: the device choice's GPUs, with measured speed factors."""
-    from enclave.models.hardware import probe_hardware
+def for_planning(hardware: Hardware, devices: Sequence[str] = ()) -> Hardware:
+    """Probed hardware as plans and recommendations see it: the device choice's GPUs, with measured speed factors."""
     from enclave.models.speed import calibrated
 
-    return hardware_for(calibrated(probe_hardware(models_dir)), devices)
+    return hardware_for(calibrated(hardware), devices)
+
+
+def planning_hardware(models_dir: Path | None = None, devices: Sequence[str] = ()) -> Hardware:
+    """This computer (probed in this process, llama.cpp included) as plans and recommendations see it."""
+    from enclave.models.hardware import probe_hardware
+
+    return for_planning(probe_hardware(models_dir), devices)
 
 
 def restrict_gpu_memory(hardware: Hardware, limit: int | None) -> Hardware:

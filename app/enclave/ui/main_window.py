@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 from enclave.docs.ingest import DEFAULT_COLLECTION, IngestProgress
 from enclave.docs.viewer import launch, page_command
 from enclave.engine.types import GenerationStats, ModelInfo
-from enclave.models.hardware import probe_hardware
+from enclave.models.hardware_child import last_probe
 from enclave.models.recommend import Recommendation
 from enclave.paths import app_paths
 from enclave.settings.settings import Settings, SettingsStore
@@ -63,6 +63,7 @@ class MainWindow(QMainWindow):
         self.settings_store = settings_store
         self.settings = settings
         self._load_started = 0.0
+        self._load_fraction: float | None = None  # of the load in progress, once llama.cpp reports it
         self._loading_name = ""
         self._previous_model: str | None = None
         self._remember_on_load: str | None = None  # becomes settings.model_path once it has loaded
@@ -102,7 +103,12 @@ class MainWindow(QMainWindow):
         self.load_progress.setRange(0, 0)
         self.load_progress.setMaximumWidth(120)
         self.load_progress.setTextVisible(False)
+        self.load_progress.setAccessibleName("Model loading progress")
         self.load_progress.hide()
+        self.cancel_load_button = QPushButton("Cancel", self)
+        self.cancel_load_button.setToolTip("Stop loading this model (Esc)")
+        self.cancel_load_button.clicked.connect(self.cancel_load)
+        self.cancel_load_button.hide()
         self.context_gauge = QProgressBar(self)
         self.context_gauge.setAccessibleName("How full the model's context is")
         self.context_gauge.setMinimumWidth(210)
@@ -120,6 +126,7 @@ class MainWindow(QMainWindow):
         bar.addWidget(self.model_label, 1)
         bar.addPermanentWidget(self.indexing_button)
         bar.addPermanentWidget(self.load_progress)
+        bar.addPermanentWidget(self.cancel_load_button)
         bar.addPermanentWidget(self.speed_label)
         bar.addPermanentWidget(self.context_gauge)
 
@@ -181,6 +188,7 @@ class MainWindow(QMainWindow):
     def _connect(self) -> None:
         c = self.controller
         c.modelLoading.connect(self._on_model_loading)
+        c.loadProgress.connect(self._on_load_progress)
         c.modelLoaded.connect(self._on_model_loaded)
         c.modelLoadFailed.connect(self._on_model_failed)
         c.promptProgress.connect(self._on_prompt_progress)
@@ -277,14 +285,34 @@ class MainWindow(QMainWindow):
     def _on_model_loading(self, path: str) -> None:
         self._load_started = time.monotonic()
         self._loading_name = Path(path).name
+        self._load_fraction = None
+        self.load_progress.setRange(0, 0)  # busy until llama.cpp reports how much it has read
         self.load_progress.show()
+        self.cancel_load_button.show()
         self._load_timer.start()
         self._show_load_progress()
         self._update_page()
 
+    @Slot(float)
+    def _on_load_progress(self, fraction: float) -> None:
+        if not self.load_progress.isVisible():
+            return  # a late report of a load that has already ended
+        self._load_fraction = fraction
+        self.load_progress.setRange(0, 100)
+        self.load_progress.setValue(round(fraction * 100))
+        self._show_load_progress()
+
+    @Slot()
+    def cancel_load(self) -> None:
+        if self.controller.loading:
+            self.controller.cancel_load()
+            self.model_label.setText(f"Cancelling the load of {self._loading_name}…")
+
     def _show_load_progress(self) -> None:
         elapsed = time.monotonic() - self._load_started
-        text = f"Loading {self._loading_name}… {elapsed:.0f} s"
+        fraction = self._load_fraction
+        done = f"{fraction:.0%} · " if fraction is not None else ""
+        text = f"Loading {self._loading_name}… {done}{elapsed:.0f} s"
         self.model_label.setText(text)
         self.welcome.show_loading(text)
 
@@ -297,6 +325,7 @@ class MainWindow(QMainWindow):
                 self._save_settings(replace(self.settings, model_path=remember))
         self._load_timer.stop()
         self.load_progress.hide()
+        self.cancel_load_button.hide()
         self.welcome.reset()
         self.model_label.setText(f"{info.name} · {info.placement or info.chat_format}")
         self.model_label.setToolTip(
@@ -321,6 +350,7 @@ class MainWindow(QMainWindow):
     def _on_model_failed(self, message: str) -> None:
         self._load_timer.stop()
         self.load_progress.hide()
+        self.cancel_load_button.hide()
         self.model_label.setText("No model")
         self.welcome.show_error(message)
         self.statusBar().showMessage(message, 15000)
@@ -394,7 +424,9 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def escape(self) -> None:
-        if self.session.busy:
+        if self.controller.loading:
+            self.cancel_load()
+        elif self.session.busy:
             self.session.stop()
         else:
             self.composer.cancel_edit()
@@ -638,13 +670,14 @@ class MainWindow(QMainWindow):
         embedders = [(m.id, m.name) for m in registry.models() if m.role == "embedding"]
         active = registry.active("embedding")
         model = self.controller.model
+        probed = last_probe()  # llama.cpp's devices, from the hardware probe's child process (None until it ran)
         dialog = SettingsDialog(
             self.settings,
             self,
             embedding_models=embedders,
             embedding_active=active.id if active else None,
             placement=model.placement if model is not None else "",
-            devices=[(g.device, f"{g.name} ({g.device})") for g in probe_hardware().gpus if g.device],
+            devices=[(g.device, f"{g.name} ({g.device})") for g in (probed.gpus if probed else ()) if g.device],
         )
         if dialog.exec() and dialog.result_settings is not None:
             reload = dialog.model_changed()

@@ -29,9 +29,10 @@ from PySide6.QtWidgets import (
 from enclave.models.catalog import CatalogEntry, load_catalog
 from enclave.models.downloader import DownloadProgress
 from enclave.models.fit import FitEstimate, Verdict, estimate_entry
-from enclave.models.hardware import Hardware
+from enclave.models.hardware import Hardware, probe_hardware
+from enclave.models.hardware_child import last_probe
 from enclave.models.installed import InstalledModel, ModelError, ModelRegistry, import_model
-from enclave.models.placement import planning_hardware
+from enclave.models.placement import for_planning
 from enclave.models.recommend import recommend
 from enclave.workers.download_worker import DownloadController
 
@@ -76,7 +77,10 @@ class ModelsDialog(QDialog):
         self.registry = registry
         self.downloads = downloads
         self.models_dir = models_dir
-        self.hardware = hardware or planning_hardware(models_dir)
+        # The probe with llama.cpp's device list runs in a child process (recommendation worker); until one has
+        # finished, what is known without llama.cpp (which the window's process never loads). Plans see Auto's GPUs
+        # with their measured speed factors.
+        self.hardware = hardware or for_planning(last_probe() or probe_hardware(models_dir, use_llama_cpp=False))
         self.catalog = load_catalog()
         self.recommendation = recommend(self.hardware, self.catalog)
 

@@ -75,7 +75,7 @@ class SettingsDialog(QDialog):
             self.device.addItem(label, name)
         self.device.addItem("CPU only", "CPU")
         if settings.device and self.device.findData(settings.device) < 0:
-            self.device.addItem(f"{settings.device} (not found now)", settings.device)
+            self.device.addItem(settings.device, settings.device)  # chosen earlier; not among the devices probed now
         self.device.setCurrentIndex(max(0, self.device.findData(settings.device)))
         self.plan = QLabel(f"Planned now: {placement}" if placement else "Auto values are planned when a model loads.")
         self.plan.setWordWrap(True)

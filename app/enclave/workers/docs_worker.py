@@ -424,7 +424,13 @@ def running_controllers() -> list[DocsController]:
 
 
 def _default_embedder(path: Path) -> TextEmbedder:
-    return Embedder(path)
+    """The embedding model in an engine host process of its own (llama.cpp never runs in the window's process);
+    ``ENCLAVE_ENGINE_IN_PROCESS=1`` keeps it here, as it does the chat model (for a debugger or a profiler)."""
+    if os.environ.get("ENCLAVE_ENGINE_IN_PROCESS") == "1":
+        return Embedder(path)
+    from enclave.docs.isolated_embedder import IsolatedEmbedder
+
+    return IsolatedEmbedder(path)
 
 
 class DocsController(QObject):

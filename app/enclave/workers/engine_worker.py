@@ -9,9 +9,11 @@ behind the very generation it is meant to stop.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
@@ -41,6 +43,7 @@ class EngineWorker(QObject):
     """Runs on the engine thread. Creates the backend there, so importing llama.cpp never delays the first paint."""
 
     modelLoading = Signal(str)
+    loadProgress = Signal(float)  # the fraction of the model read, 0.0 to 1.0 (from llama.cpp, a few times a second)
     modelLoaded = Signal(object)
     modelLoadFailed = Signal(str)
     modelUnloaded = Signal()
@@ -63,18 +66,28 @@ class EngineWorker(QObject):
             self._backend = self._backend_factory()
         return self._backend
 
-    @Slot(object)
-    def load(self, request: LoadRequest) -> None:
+    @Slot(object, object)
+    def load(self, request: LoadRequest, cancel: threading.Event) -> None:
         self.modelLoading.emit(request.path)
+        if cancel.is_set():  # replaced by a newer load (or cancelled) while it waited in the queue
+            self.modelLoadFailed.emit(f"Loading {Path(request.path).name} was cancelled.")
+            return
+        backend = self._get_backend()
         try:
-            info = self._get_backend().load(request)
+            info = backend.load(request, cancel, self.loadProgress.emit)
         except EngineError as exc:
-            self.modelLoadFailed.emit(str(exc))
+            self._load_failed(backend, str(exc))
         except Exception as exc:  # a bug or a library failure must not kill the engine thread
             log.exception("model load failed")
-            self.modelLoadFailed.emit(f"Could not load the model: {exc}")
+            self._load_failed(backend, f"Could not load the model: {exc}")
         else:
             self.modelLoaded.emit(info)
+
+    def _load_failed(self, backend: Backend, message: str) -> None:
+        self.modelLoadFailed.emit(message)
+        still = backend.model  # refused before the old model was freed (a missing or damaged file): it stays
+        if still is not None:
+            self.modelLoaded.emit(still)
 
     @Slot()
     def unload(self) -> None:
@@ -163,6 +176,7 @@ class EngineController(QObject):
     """GUI-thread facade over the engine thread. Create it on the GUI thread; call ``shutdown()`` before exit."""
 
     modelLoading = Signal(str)
+    loadProgress = Signal(float)  # the fraction of the model read, 0.0 to 1.0
     modelLoaded = Signal(object)
     modelLoadFailed = Signal(str)
     modelUnloaded = Signal()
@@ -174,7 +188,7 @@ class EngineController(QObject):
     generationFailed = Signal(str, str)
     generationInterrupted = Signal(str, str)  # the engine process died mid-answer; the next request restarts it
 
-    _loadRequested = Signal(object)
+    _loadRequested = Signal(object, object)
     _unloadRequested = Signal()
     _generateRequested = Signal(object, object)
     _shutdownRequested = Signal()
@@ -188,6 +202,7 @@ class EngineController(QObject):
         self._controls: dict[str, GenerationControl] = {}
         self._model: ModelInfo | None = None
         self._loading = False
+        self._load_cancel = threading.Event()  # the newest load's: set by cancel_load() or by a newer load
         self._started = False
         _controllers.add(self)
 
@@ -198,6 +213,7 @@ class EngineController(QObject):
         self._shutdownRequested.connect(self._worker.shutdown)
         # Results: worker -> GUI (queued: this controller lives in the GUI thread).
         self._worker.modelLoading.connect(self._on_loading)
+        self._worker.loadProgress.connect(self.loadProgress)
         self._worker.modelLoaded.connect(self._on_loaded)
         self._worker.modelLoadFailed.connect(self._on_load_failed)
         self._worker.modelUnloaded.connect(self._on_unloaded)
@@ -251,10 +267,17 @@ class EngineController(QObject):
     # --- requests ---------------------------------------------------------------------------------------------
 
     def load_model(self, request: LoadRequest) -> None:
+        """Load ``request`` after what is queued; a load still running or waiting for this one is cancelled."""
         self.start()
         self.cancel()
+        self._load_cancel.set()
+        self._load_cancel = threading.Event()
         self._loading = True
-        self._loadRequested.emit(request)
+        self._loadRequested.emit(request, self._load_cancel)
+
+    def cancel_load(self) -> None:
+        """Stop the model load in progress (llama.cpp gives up within a fraction of a second), from any thread."""
+        self._load_cancel.set()
 
     def unload_model(self) -> None:
         self.start()
