@@ -38,7 +38,7 @@ from enclave.engine.types import (
 from enclave.models.fit import GPU_RESERVE, FitOptions, compute_buffer_bytes, facts_from_headers, kv_cache_bytes
 from enclave.models.gguf import read_gguf_header
 from enclave.models.hardware import probe_hardware
-from enclave.models.placement import planning_hardware
+from enclave.models.placement import DEFAULT_BATCH, planning_hardware
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 import minilm_gguf
@@ -166,7 +166,7 @@ def test_a_model_too_big_for_the_device_is_split_as_planned(
     facts = facts_from_headers([read_gguf_header(gemma_path)])
     ctx = 2048
     # A pretend-small device: its reserve and compute buffer, the output layer and about four blocks.
-    compute = compute_buffer_bytes(facts, ctx, FitOptions(context=ctx))
+    compute = compute_buffer_bytes(facts, ctx, FitOptions(context=ctx, n_ubatch=DEFAULT_BATCH["gpu"]))
     per_block = facts.layer_bytes[-1] + kv_cache_bytes(facts, ctx) // facts.block_count
     limit = GPU_RESERVE + compute + facts.output_bytes + 4 * per_block + per_block // 2
     backend = LlamaCppBackend()

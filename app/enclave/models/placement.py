@@ -199,8 +199,11 @@ def plan_from_facts(
     cap = min(facts.context_length or DEFAULT_CONTEXT_CAP, REASONING_CONTEXT_CAP if reasoning else DEFAULT_CONTEXT_CAP)
     kv_candidates = [choices.kv_cache_type] if choices.kv_cache_type else list(KV_TYPES if reasoning else KV_TYPES[:1])
 
+    # The micro-batch sizes the compute buffer (logits for n_ubatch tokens): estimate with the batch that will load.
+    planned_batch = choices.batch or DEFAULT_BATCH["gpu" if hardware.gpus and choices.gpu_layers != 0 else "cpu"]
+
     def estimate(kv: str) -> FitEstimate:
-        options = FitOptions(context=choices.context_length, type_k=kv, type_v=kv)
+        options = FitOptions(context=choices.context_length, type_k=kv, type_v=kv, n_ubatch=planned_batch)
         capped = facts if choices.context_length else replace(facts, context_length=cap)
         return estimate_fit(capped, hardware, options)
 
