@@ -93,3 +93,12 @@ def test_settings_run_on_lists_auto_each_gpu_and_cpu_only(qtbot: object) -> None
     dialog._accept()
     assert dialog.result_settings is not None and dialog.result_settings.device == "CPU"
     assert dialog.model_changed()
+
+
+def test_enclave_hardware_names_the_device_and_says_lavapipe_is_used_only_when_chosen() -> None:
+    from enclave.models.cli_commands import describe_hardware
+
+    text = describe_hardware(Hardware(gpus=(LAVAPIPE, RTX), ram_total=16 * GIB, ram_available=12 * GIB))
+    assert "GPU:   llvmpipe (LLVM 15.0.6, 256 bits) [Vulkan0] (vulkan, 2.0 GB" in text
+    assert "runs on the CPU: used only when chosen (--device Vulkan0, Settings → Run on)" in text
+    assert text.count("runs on the CPU") == 1  # not said of the real GPU
