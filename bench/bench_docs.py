@@ -5,6 +5,8 @@
 - ingest: pages/s and chunks/s of parse + chunk + embed + store, per PDF folder (default: the shared corpus, and
   Debian's R manuals from ``apt-get install r-doc-pdf`` when present: /usr/share/R/doc/manual, without refman.pdf
   unless --refman)
+- ingest ÷ raw: the whole pipeline's tokens/s over raw ``Llama.embed`` tokens/s on the very texts the pipeline
+  embedded (each chunk with its context), --ingest-rounds rounds in alternating order, both warm (goal >= 0.9)
 - embedding throughput through ``Embedder`` ÷ raw ``Llama.embed`` on the same texts, same settings, interleaved
   (goal >= 0.9)
 - re-scan of 1,000 unchanged small files (goal <= 2 s)
@@ -24,6 +26,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -99,6 +102,66 @@ def bench_ingest(embedder: Embedder, name: str, pdfs: list[Path]) -> None:
     )
 
 
+def bench_ingest_ratio(embedder: Embedder, model: Path, pdfs: list[Path], rounds: int) -> None:
+    """Whole-pipeline ingest vs raw ``Llama.embed`` of the same texts, in one run, alternating which goes first."""
+    raw = _raw_llama(embedder, model)
+    ingest_s: list[float] = []
+    raw_s: list[float] = []
+    texts: list[str] = []
+    pages = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for round_ in range(rounds + 1):  # round 0 warms both sides (page cache, the parser child, llama.cpp)
+            for side in ("ingest", "raw") if round_ % 2 else ("raw", "ingest"):
+                if side == "raw":
+                    if not texts:
+                        continue
+                    t0 = time.perf_counter()
+                    raw.embed(texts, normalize=True)
+                    if round_:
+                        raw_s.append(time.perf_counter() - t0)
+                    continue
+                index = DocumentIndex(Path(tmp) / f"docs-{round_}.sqlite3")
+                parser = IsolatedParser()
+                t0 = time.perf_counter()
+                ingest(index, embedder, pdfs, parser=parser)
+                elapsed = time.perf_counter() - t0
+                parser.close()
+                if round_:
+                    ingest_s.append(elapsed)
+                if not texts:
+                    rows = index._query("SELECT id, context, text FROM chunks ORDER BY id")
+                    texts = [f"{r[1]}\n{r[2]}" if r[1] else str(r[2]) for r in rows]
+                    pages = sum(d.page_count or 0 for d in index.documents())
+                    raw.embed(texts, normalize=True)  # warm the raw side too
+                index.close()
+    raw.close()
+    tokens = sum(embedder.count_tokens(t) + 2 for t in texts)  # what each side embeds, [CLS] and [SEP] included
+    ratios = sorted(r / i for i, r in zip(ingest_s, raw_s, strict=True))
+    print(f"== ingest ÷ raw Llama.embed: {len(pdfs)} PDFs, {pages:,} pages, {len(texts):,} chunks, {tokens:,} tokens")
+    print(
+        f"   ingest {tokens / statistics.median(ingest_s):,.0f} tok/s ({pages / statistics.median(ingest_s):.1f} "
+        f"pages/s), raw {tokens / statistics.median(raw_s):,.0f} tok/s (medians of {rounds}); ratio median "
+        f"{statistics.median(ratios):.3f}, min {ratios[0]:.3f}, max {ratios[-1]:.3f} (goal >= 0.9)"
+    )
+
+
+def _raw_llama(embedder: Embedder, model: Path) -> Any:
+    from llama_cpp import Llama
+
+    return Llama(
+        model_path=str(model),
+        embedding=True,
+        n_ctx=embedder.batch_tokens,
+        n_batch=embedder.batch_tokens,
+        n_ubatch=embedder.batch_tokens,
+        n_threads=embedder.n_threads,
+        n_threads_batch=embedder.n_threads,
+        n_gpu_layers=0,
+        flash_attn=True,
+        verbose=False,
+    )
+
+
 def sample_chunks(embedder: Embedder, n: int) -> list[str]:
     """Real chunks (~200 tokens) from the R manuals, or synthetic sentences when they are not installed."""
     from enclave.docs.chunking import chunk_pages
@@ -116,20 +179,7 @@ def sample_chunks(embedder: Embedder, n: int) -> list[str]:
 
 
 def bench_embedding(embedder: Embedder, model: Path, rounds: int) -> None:
-    from llama_cpp import Llama
-
-    raw = Llama(
-        model_path=str(model),
-        embedding=True,
-        n_ctx=embedder.batch_tokens,
-        n_batch=embedder.batch_tokens,
-        n_ubatch=embedder.batch_tokens,
-        n_threads=embedder.n_threads,
-        n_threads_batch=embedder.n_threads,
-        n_gpu_layers=0,
-        flash_attn=True,
-        verbose=False,
-    )
+    raw = _raw_llama(embedder, model)
     print("== embedding throughput: Embedder ÷ raw Llama.embed, same texts, same settings, interleaved")
     for label, texts in (
         ("200-token chunks", sample_chunks(embedder, 192)),
@@ -282,6 +332,11 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-ingest", action="store_true")
+    parser.add_argument("--ingest-rounds", type=int, default=5, help="rounds of ingest vs raw (0: skip)")
+    parser.add_argument(
+        "--ratio-pdf", type=Path, action="append", help="PDFs for ingest ÷ raw (default: evals/data/R-data.pdf)"
+    )
+    parser.add_argument("--only-ratio", action="store_true", help="measure ingest ÷ raw only")
     args = parser.parse_args()
     model = embedding_model()
     embedder = Embedder(model, n_threads=args.threads)
@@ -289,6 +344,12 @@ def main() -> int:
         f"model {embedder.name} ({model.stat().st_size / 1e6:.0f} MB), {embedder.n_threads} threads, "
         f"n_batch = n_ubatch = {embedder.batch_tokens}, cpu_count {os.cpu_count()}"
     )
+    if args.ingest_rounds:
+        ratio_pdfs = args.ratio_pdf or [ROOT / "evals" / "data" / "R-data.pdf"]
+        bench_ingest_ratio(embedder, model, ratio_pdfs, args.ingest_rounds)
+        if args.only_ratio:
+            embedder.close()
+            return 0
     if not args.skip_ingest:
         for name, pdfs in pdf_folders(args):
             bench_ingest(embedder, name, pdfs)

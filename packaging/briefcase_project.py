@@ -5,6 +5,8 @@
     python packaging/briefcase_project.py package macOS app --update --adhoc-sign
     python packaging/briefcase_project.py stage                  # only write build/briefcase/
     python packaging/briefcase_project.py apt-packages           # Debian packages the .deb build and tests need
+    python packaging/briefcase_project.py check-config windows app  # Briefcase's own checks of the staged config
+    python packaging/briefcase_project.py --template ../shared/briefcase-templates/linux-system create linux system
 
 Run it with the Python that has Briefcase installed (``pip install briefcase``): Briefcase is started as
 ``python -m briefcase``, so the llama.cpp wheel picked from wheelhouse/ matches the Python the bundle gets.
@@ -15,7 +17,10 @@ installers need; this script joins them in build/briefcase/pyproject.toml, so no
   bundle's smoke tests need (the full suite's extras include a 253 MB model and the linters);
 - [tool.briefcase] is briefcase.toml, plus the llama-cpp-python wheel from wheelhouse/ in requires (a local file, so
   Briefcase also copies it into Docker builds, where a --find-links folder would not be visible);
-- the sources (app/enclave), icons, license, bundle tests and Linux desktop metadata are copied in beside it.
+- the sources (app/enclave), icons, license, changelog, bundle tests and Linux desktop metadata are copied in.
+
+--template DIR (or $ENCLAVE_BRIEFCASE_TEMPLATE) sets the app's Briefcase ``template`` to a local copy of the platform
+template, for machines that cannot fetch it from GitHub; without it Briefcase downloads its default template.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import argparse
 import ast
 import datetime
 import importlib.util
+import os
 import re
 import shutil
 import subprocess
@@ -40,7 +46,7 @@ APP_NAME = "enclave"
 BUNDLE_TEST_PACKAGES = ("pytest",)
 # Briefcase commands that build a bundle: these must install the llama.cpp wheel built for the installer's backend.
 BUNDLE_COMMANDS = ("create", "update", "build", "run", "package")
-LOCAL_COMMANDS = ("stage", "apt-packages")
+LOCAL_COMMANDS = ("stage", "apt-packages", "check-config")
 
 
 def read_version(root: Path = ROOT) -> str:
@@ -62,7 +68,7 @@ def requirement_name(requirement: str) -> str:
     return re.sub(r"[-_.]+", "-", match.group(1)).lower()
 
 
-def llama_wheels(wheelhouse: Path = WHEELHOUSE) -> list[Path]:
+def llama_wheels(wheelhouse: Path | None = None) -> list[Path]:
     """llama-cpp-python wheels in the wheelhouse that this Python can install.
 
     They are tagged py3 (llama.cpp is loaded with ctypes, there is no extension module); a cpXY tag is accepted too.
@@ -72,7 +78,7 @@ def llama_wheels(wheelhouse: Path = WHEELHOUSE) -> list[Path]:
         f"py{sys.version_info.major}{sys.version_info.minor}",
         f"cp{sys.version_info.major}{sys.version_info.minor}",
     }
-    wheels = wheelhouse.glob("llama_cpp_python-*.whl")
+    wheels = (wheelhouse or WHEELHOUSE).glob("llama_cpp_python-*.whl")
     return sorted(w for w in wheels if ours & set(w.name.removesuffix(".whl").split("-")[-3].split(".")))
 
 
@@ -81,7 +87,7 @@ def load_briefcase_toml(root: Path = ROOT) -> dict[str, Any]:
         return tomllib.load(handle)
 
 
-def staged_config(root: Path = ROOT, wheels: list[Path] | None = None) -> dict[str, Any]:
+def staged_config(root: Path = ROOT, wheels: list[Path] | None = None, template: Path | None = None) -> dict[str, Any]:
     """The merged configuration as a dict: [project] from pyproject.toml, [tool.briefcase] from briefcase.toml."""
     with (root / "pyproject.toml").open("rb") as handle:
         project = dict(tomllib.load(handle)["project"])
@@ -97,9 +103,11 @@ def staged_config(root: Path = ROOT, wheels: list[Path] | None = None) -> dict[s
     project.pop("scripts", None)  # a bundle is started by its own launcher
     project.pop("readme", None)  # the README is not copied into the bundle
     project["license-files"] = ["LICENSE.txt"]
+    app = briefcase["app"][APP_NAME]
     if wheels:
-        app = briefcase["app"][APP_NAME]
         app["requires"] = [*app.get("requires", []), *(str(w) for w in wheels)]
+    if template is not None:
+        app["template"] = str(template.resolve())  # Briefcase ignores template_branch for a local folder
     # Its own pytest section, so the bundle's smoke tests never pick up the source tree's test configuration.
     pytest_config = {"testpaths": ["tests"], "addopts": "-p no:cacheprovider"}
     return {"project": project, "tool": {"briefcase": briefcase, "pytest": {"ini_options": pytest_config}}}
@@ -147,14 +155,15 @@ def copy_tree(source: Path, target: Path) -> None:
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache"))
 
 
-def stage(target: Path = STAGE, wheels: list[Path] | None = None) -> Path:
+def stage(target: Path = STAGE, wheels: list[Path] | None = None, template: Path | None = None) -> Path:
     """Write the Briefcase project to ``target`` and return its pyproject.toml."""
-    config = staged_config(wheels=wheels)
+    config = staged_config(wheels=wheels, template=template)
     target.mkdir(parents=True, exist_ok=True)
     copy_tree(ROOT / "app" / APP_NAME, target / "src" / APP_NAME)
     copy_tree(ROOT / "packaging" / "bundle_tests", target / "tests")
     copy_tree(ROOT / "resources" / "icons", target / "icons")
     shutil.copyfile(ROOT / "resources" / "LICENSE.txt", target / "LICENSE.txt")
+    shutil.copyfile(ROOT / "packaging" / "CHANGELOG.md", target / "CHANGELOG.md")  # Briefcase requires one
     # Desktop entry and AppStream metadata for distribution packages and Flathub, with this release stamped in.
     linux = target / "linux"
     copy_tree(ROOT / "packaging" / "linux", linux)
@@ -174,8 +183,45 @@ def apt_packages(root: Path = ROOT) -> list[str]:
     return [*base, *debian.get("system_requires", []), *debian.get("system_runtime_requires", [])]
 
 
+def check_config(pyproject: Path, platform: str, output_format: str) -> dict[str, Any]:
+    """Briefcase's own parsing and finalizing of the staged project for one target, without building anything.
+
+    It runs on any system, so the Windows and macOS configuration is checked on Linux CI: the merged settings must
+    make a complete app config for that format (Briefcase raises on a missing or invalid field) and give the values
+    its installer template would get. Returns what the installer would be built from.
+    """
+    from briefcase.console import Console
+    from briefcase.platforms import get_output_formats
+
+    command = get_output_formats(platform)[output_format].create(console=Console(), base_path=pyproject.parent)
+    command.parse_config(pyproject, overrides={})
+    app = command.finalize_app_config(command.apps[APP_NAME])
+    icon_suffix = {"windows": ".ico", "macOS": ".icns"}.get(platform)
+    if icon_suffix and not (pyproject.parent / f"{app.icon}{icon_suffix}").is_file():
+        raise SystemExit(f"{platform} {output_format}: no {app.icon}{icon_suffix}")
+    context = command.output_format_template_context(app)
+    return {
+        "app_id": f"{app.bundle}.{app.app_name}",
+        "formal_name": app.formal_name,
+        "version": app.version,
+        "requires": app.requires,
+        **{
+            key: getattr(app, key)
+            for key in ("min_os_version", "universal_build", "system_installer")
+            if hasattr(app, key)
+        },
+        **{key: str(value) for key, value in context.items()},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--template",
+        type=Path,
+        default=os.environ.get("ENCLAVE_BRIEFCASE_TEMPLATE") or None,
+        help="a local Briefcase platform template folder (default $ENCLAVE_BRIEFCASE_TEMPLATE, else GitHub's)",
+    )
     parser.add_argument("command", help="stage, apt-packages, or a Briefcase command (dev, create, build, run, ...)")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="passed on to Briefcase")
     options = parser.parse_args(argv)
@@ -192,8 +238,18 @@ def main(argv: list[str] | None = None) -> int:
         )
     for wheel in wheels:
         print(f"llama.cpp: {wheel}")
-    pyproject = stage(wheels=wheels)
+    template = options.template
+    if template is not None and not (template / "cookiecutter.json").is_file():
+        raise SystemExit(f"{template} is not a Briefcase template (no cookiecutter.json)")
+    pyproject = stage(wheels=wheels, template=template)
     print(f"staged {pyproject.relative_to(ROOT)}")
+    if options.command == "check-config":
+        if len(options.args) != 2:
+            raise SystemExit("usage: briefcase_project.py check-config PLATFORM FORMAT (e.g. windows app)")
+        for key, value in check_config(pyproject, *options.args).items():
+            print(f"  {key} = {value}")
+        print(f"{' '.join(options.args)}: configuration complete")
+        return 0
     if options.command in LOCAL_COMMANDS:
         return 0
     if importlib.util.find_spec("briefcase") is None:

@@ -23,6 +23,7 @@ from enclave.engine.types import (
     LoadRequest,
     ModelInfo,
     ModelLoadError,
+    PromptProgress,
     StreamEvent,
     TextDelta,
     ThinkingClosed,
@@ -37,6 +38,8 @@ class Script:
     delay_s: float = 0.002
     dropped_messages: int = 0
     fail_with: str | None = None
+    prompt_tokens: int = 0  # > 0: report reading a prompt this long in four steps, pausing at each
+    prompt_pause_s: float = 0.0
 
 
 @dataclass
@@ -99,6 +102,12 @@ class ScriptedBackend:
                 raise EngineError(self.script.fail_with)
             if self.script.dropped_messages:
                 yield ContextTrimmed(self.script.dropped_messages)
+            total = self.script.prompt_tokens
+            for step in range(1, 5 if total else 0):
+                if control.cancel.is_set():
+                    break
+                time.sleep(self.script.prompt_pause_s)
+                yield PromptProgress(total * step // 4, total, self.script.prompt_pause_s * (4 - step))
             produced = 0
             forced = False
             for piece in self._chunks(self.script.reasoning):
@@ -112,15 +121,19 @@ class ScriptedBackend:
                 produced += 1
                 yield TextDelta(reasoning=piece)
             yield ThinkingClosed(forced=forced)
+            reason = FinishReason.STOP
             for piece in self._chunks(self.script.answer):
                 if control.cancel.is_set():
                     yield Finished(FinishReason.CANCELLED, GenerationStats(completion_tokens=produced))
                     return
+                if request.max_tokens is not None and produced >= request.max_tokens:
+                    reason = FinishReason.LENGTH  # like llama.cpp: the answer stops mid-sentence at the limit
+                    break
                 time.sleep(self.script.delay_s)
                 produced += 1
                 yield TextDelta(content=piece)
             yield Finished(
-                FinishReason.STOP,
+                reason,
                 GenerationStats(
                     prompt_tokens=10,
                     completion_tokens=produced,

@@ -395,3 +395,27 @@ def test_search_over_several_collections(embedder: Embedder, tmp_path: Path) -> 
         assert [r.collection for r in ask(searcher, embedder, "budget", collection="Club").results] == ["Club"]
         with pytest.raises(ValueError):
             ask(searcher, embedder, "budget", collection="Club", collections=["Home"])
+
+
+def test_a_passage_found_twice_is_shown_once(tmp_path: Path) -> None:
+    """The same paragraph in two files (a manual and its copy) fills one result slot, not two; neighbouring chunks
+    of one file, which share only their overlap, are both kept."""
+    folder = tmp_path / "manuals"
+    folder.mkdir()
+    text = "The lighthouse keeper trims the wick every evening and polishes the great lens at dawn. " * 3
+    (folder / "manual.md").write_text(text)
+    (folder / "copy of manual.md").write_text(text)
+    (folder / "logbook.md").write_text("The keeper wrote in the logbook that the lens was cracked.\n")
+    index = DocumentIndex(tmp_path / "documents.sqlite3")
+    try:
+        Ingester(index, None).add([folder])
+        Ingester(index, None).run()
+        found = Searcher(index).search("keeper lens wick", k=3).results
+        assert len(found) == 2 and {r.name for r in found} in (
+            {"manual.md", "logbook.md"},
+            {"copy of manual.md", "logbook.md"},
+        )
+        both = Searcher(index, dedupe=False).search("keeper lens wick", k=3).results
+        assert {r.name for r in both} == {"manual.md", "copy of manual.md", "logbook.md"}
+    finally:
+        index.close()

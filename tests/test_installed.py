@@ -165,3 +165,35 @@ def test_per_model_overrides_are_validated_and_kept(tmp_path: Path) -> None:
     for bad in ({"kv_cache_type": "q3"}, {"context_length": 10}, {"gpu_layers": -5}, {"threads": 4}):
         with pytest.raises(ModelError):
             registry.set_overrides("r1", bad)  # type: ignore[arg-type]
+
+
+def test_two_processes_adding_models_at_once_lose_nothing(tmp_path: Path) -> None:
+    """Each process holds its own registry (as the GUI's threads and the CLI do) and adds 40 models; every change is
+    made on the newest file under a lock, so all 80 are there afterwards."""
+    import subprocess
+    import sys
+    import textwrap
+
+    registry_file = tmp_path / "models.json"
+    code = textwrap.dedent(
+        """
+        import sys, time
+        from pathlib import Path
+        from enclave.models.installed import InstalledModel, ModelRegistry
+        registry = ModelRegistry(Path(sys.argv[1]))
+        for i in range(40):
+            registry.add(InstalledModel(
+                id=f"{sys.argv[2]}-{i}", name="m", paths=(f"/models/{sys.argv[2]}-{i}.gguf",), size=1, quant="Q4_K_M",
+                architecture="llama", role="chat", source="imported", verified=False, added_at=time.time(),
+            ))
+        """
+    )
+    writers = [
+        subprocess.Popen([sys.executable, "-c", code, str(registry_file), name], stderr=subprocess.PIPE)
+        for name in ("a", "b")
+    ]
+    for writer in writers:
+        _, err = writer.communicate(timeout=120)
+        assert writer.returncode == 0, err.decode()
+    ids = {m.id for m in ModelRegistry(registry_file).models()}
+    assert ids == {f"{name}-{i}" for name in ("a", "b") for i in range(40)}

@@ -28,6 +28,7 @@ CUSTOM = Settings(
     max_tokens=2048,
     think_budget=1024,
     default_system_prompt="Réponds en français.",
+    appearance="dark",
     window_geometry="AdnQywADAAAAAAAA",
 )
 
@@ -113,6 +114,7 @@ def test_integers_are_accepted_for_float_fields() -> None:
         ("top_p", -0.5, "top_p must be between 0.0 and 1.0"),
         ("max_tokens", -1, "max_tokens must be between 0 and"),
         ("think_budget", -5, "think_budget must be between 0 and"),
+        ("appearance", "sepia", "appearance must be one of system, light, dark"),
     ],
 )
 def test_validate_rejects_out_of_range(field: str, value: object, message: str) -> None:

@@ -8,11 +8,15 @@ from typing import Any
 
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QPalette
+from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 from enclave.paths import app_paths
 from enclave.settings.settings import Settings, SettingsStore
 from enclave.storage.chats import ChatStore, MessageStatus
+from enclave.ui.chat_session import CONTINUE_PROMPT
 from enclave.ui.main_window import MainWindow
+from enclave.ui.style import apply_appearance, contrast
 from enclave.ui.transcript import ContextMarker
 from enclave.workers.engine_worker import EngineController
 from fakes import Script, ScriptedBackend
@@ -240,12 +244,40 @@ def test_search_filters_conversations(app: App) -> None:
     app.send("Tell me about volcanoes")
     app.window.new_chat()
     app.send("Recipe for bread")
-    assert app.window.conversations.model.rowCount() == 2
+    model = app.window.conversations.model
+    assert len(model.conversation_ids()) == 2
+    assert model.headings() == ["Today"]  # the list is grouped by date
     app.qtbot.keyClicks(app.window.conversations.search, "bread")
-    assert app.window.conversations.model.rowCount() == 1
+    assert len(model.conversation_ids()) == 1 and model.rowCount() == 1  # results are not grouped
     app.window.conversations.search.clear()
     app.window.conversations.search.setText("Anything else")  # message text, not only titles
-    assert app.window.conversations.model.rowCount() == 2
+    assert len(model.conversation_ids()) == 2
+
+
+def test_search_results_open_with_down_or_enter_and_esc_clears(app: App) -> None:
+    app.load()
+    app.send("Tell me about volcanoes")
+    volcanoes = app.window.session.conversation_id
+    app.window.new_chat()
+    app.send("Recipe for bread")
+    panel = app.window.conversations
+    app.window.activateWindow()
+    app.window.focus_search()
+    app.qtbot.keyClicks(panel.search, "volcano")
+    app.qtbot.keyClick(panel.search, Qt.Key.Key_Return)
+    assert app.window.session.conversation_id == volcanoes
+    assert app.window.composer.editor.hasFocus()  # ready to type in the chat that was found
+    app.window.focus_search()
+    app.qtbot.keyClick(panel.search, Qt.Key.Key_Escape)
+    assert panel.search.text() == ""
+    assert len(panel.model.conversation_ids()) == 2
+    app.window.new_chat()
+    app.send("Another bread question")
+    app.window.focus_search()
+    app.qtbot.keyClicks(panel.search, "volcano")
+    app.qtbot.keyClick(panel.search, Qt.Key.Key_Down)
+    assert panel.view.hasFocus() and panel.current_id() == volcanoes
+    assert app.window.session.conversation_id == volcanoes
 
 
 def test_enter_sends_and_shift_enter_adds_a_line(app: App) -> None:
@@ -382,3 +414,196 @@ def test_switching_chats_while_streaming_loses_no_text(app: App) -> None:
     assert card.thinking.text == REASONING
     assert card.thinking.header.text().startswith("Thought for")
     assert card.status.isHidden()
+
+
+def test_regenerating_an_earlier_answer_asks_before_deleting_later_messages(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app.load()
+    app.send("First question")
+    app.send("Second question")
+    first_answer = app.messages()[1]
+    asked: list[str] = []
+    reply = QMessageBox.StandardButton.Cancel
+
+    def question(_parent: object, _title: str, text: str, *_args: object) -> QMessageBox.StandardButton:
+        asked.append(text)
+        return reply
+
+    monkeypatch.setattr(QMessageBox, "question", question)  # a modal box can't be clicked offscreen
+    app.window.transcript.card_for(first_answer.id).regenerate_button.click()
+    assert asked and "2 later messages" in asked[0]
+    assert [m.content for m in app.messages() if m.role == "user"] == ["First question", "Second question"]
+    assert not app.window.session.busy
+    reply = QMessageBox.StandardButton.Yes
+    app.window.transcript.card_for(first_answer.id).regenerate_button.click()
+    app.wait_idle()
+    assert [m.role for m in app.messages()] == ["user", "assistant"]
+    # The last answer has nothing after it: no question.
+    asked.clear()
+    app.window.transcript.cards()[-1].regenerate_button.click()
+    app.wait_idle()
+    assert not asked
+
+
+def test_bubbles_links_and_icons_follow_a_live_switch_to_dark(app: App, qapp: QApplication) -> None:
+    app.load()
+    app.send("Say hello")
+    user_card, answer_card = app.window.transcript.cards()
+    try:
+        for appearance in ("light", "dark"):
+            apply_appearance(qapp, appearance)
+            qapp.processEvents()  # Qt hands the new palette to the widgets through the event queue
+            palette = qapp.palette()
+            text = palette.color(QPalette.ColorRole.Text)
+            bubble = user_card.bubble_color()
+            assert contrast(bubble, text) >= 7, appearance  # readable: AAA contrast in both themes
+            assert user_card.answer.palette().color(QPalette.ColorRole.Text) == text
+            thinking = answer_card.thinking.body.palette().color(QPalette.ColorRole.Text)
+            assert thinking == palette.color(QPalette.ColorRole.PlaceholderText)
+            # The rendered bubble really is painted in the new colour.
+            image = user_card.grab().toImage()
+            assert image.pixelColor(user_card.width() // 2, 3).name() == bubble.name()
+    finally:
+        apply_appearance(qapp, "light")
+        qapp.processEvents()
+
+
+def test_a_second_start_without_a_model_shows_the_welcome_page(app: App) -> None:
+    app.load()
+    app.send("Tell me about volcanoes")
+    app.restart()  # no model is loaded this time
+    assert app.window.pages.currentWidget() is app.window.welcome
+    assert app.window.focusWidget() is app.window.welcome.open_button  # the main action, not "New chat"
+    chats = len(app.store.list_conversations())
+    app.window.new_chat()  # nothing to chat with: the welcome page says so, no empty chat is saved
+    assert app.window.pages.currentWidget() is app.window.welcome
+    assert "needs a model" in app.window.welcome.status.text()
+    assert len(app.store.list_conversations()) == chats
+    # A past chat can still be read, and asking there explains what is missing.
+    view = app.window.conversations.view
+    row = view.visualRect(app.window.conversations.model.index(1, 0))  # row 0 is the "Today" heading
+    app.qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=row.center())
+    assert app.window.pages.currentWidget() is app.window.chat_page
+    app.window.composer.editor.setPlainText("And lava?")
+    app.qtbot.keyClick(app.window.composer.editor, Qt.Key.Key_Return)
+    assert app.window.pages.currentWidget() is app.window.welcome
+    assert app.window.composer.text == "And lava?"  # kept for when a model is there
+    assert len(app.messages()) == 2
+
+
+def test_enter_on_the_welcome_page_presses_its_main_button(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[bool] = []
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (opened.append(True), ("", ""))[1])
+    app.window.activateWindow()
+    app.window.welcome.focus_first()
+    app.qtbot.keyClick(app.window.welcome.open_button, Qt.Key.Key_Return)
+    assert opened == [True]
+
+
+def test_new_chat_reuses_an_empty_chat(app: App) -> None:
+    app.load()
+    first = app.window.session.conversation_id
+    app.window.new_chat()
+    app.window.new_chat()
+    assert app.window.session.conversation_id == first
+    assert len(app.store.list_conversations()) == 1
+
+
+def test_an_answer_cut_at_the_length_limit_says_so_and_continues(app: App) -> None:
+    app.window.settings = Settings(max_tokens=5)
+    app.load()
+    app.send("Write a lot")
+    answer = app.messages()[-1]
+    assert answer.stats is not None and answer.stats.length_limit == 5
+    card = app.window.transcript.card_for(answer.id)
+    assert card.cut_off.isVisible() and "Cut off after 5 tokens" in card.cut_off.text()
+    assert card.continue_button.isVisible()
+    app.window.settings = Settings()
+    card.continue_button.click()
+    app.wait_idle()
+    assert [m.role for m in app.messages()] == ["user", "assistant", "user", "assistant"]
+    assert app.messages()[2].content == CONTINUE_PROMPT
+    assert app.messages()[3].stats.length_limit == 0
+    assert not app.window.transcript.card_for(app.messages()[3].id).cut_off.isVisible()
+    app.restart()  # the note survives a restart
+    restored = app.window.transcript.card_for(answer.id)
+    assert restored.cut_off.isVisibleTo(restored) and restored.continue_button.isVisibleTo(restored)
+
+
+def test_message_actions_are_icons_in_reading_order_with_a_focus_ring(app: App) -> None:
+    app.load()
+    app.send("Say hello")
+    user_card, answer_card = app.window.transcript.cards()
+    assert answer_card.who.text() == app.model.stem  # answers are signed by the model, not "Enclave"
+    for button in (*user_card.action_buttons, *answer_card.action_buttons):
+        assert not button.icon().isNull() and button.toolTip() and not button.text()
+    assert not answer_card.actions_revealed  # shown on hover…
+    app.window.activateWindow()
+    user_card.edit_button.setFocus(Qt.FocusReason.TabFocusReason)
+    assert user_card.edit_button.nextInFocusChain() is user_card.copy_button or (
+        user_card.edit_button.nextInFocusChain() is user_card.regenerate_button
+    )
+    # …but a focused button is painted with a ring in the palette's highlight colour, hovered or not.
+    image = user_card.edit_button.grab().toImage()
+    highlight = app.window.palette().color(QPalette.ColorRole.Highlight)
+    assert any(contrast(image.pixelColor(x, user_card.edit_button.height() // 2), highlight) < 1.3 for x in range(0, 4))
+
+
+def test_a_long_prompt_shows_its_reading_progress_in_the_answer(app: App) -> None:
+    app.backend.script.prompt_tokens = 2000
+    app.backend.script.prompt_pause_s = 0.3
+    app.load()
+    app.send("Summarise everything", wait=False)
+    card = app.window.transcript.cards()[-1]
+    assert card.progress.isVisibleTo(card) and card.progress.text() == "Reading your question…"  # before any news
+    app.qtbot.waitUntil(lambda: "%" in card.progress.text(), timeout=5000)
+    assert card.progress.text().startswith("Reading the conversation (2,000 tokens)… ")
+    app.qtbot.waitUntil(lambda: bool(card.thinking.text), timeout=5000)
+    assert not card.progress.isVisibleTo(card)  # the first words replace it
+    app.wait_idle()
+
+
+def test_a_model_opened_with_file_open_is_listed_in_models(
+    app: App, gemma_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from enclave.models.installed import ModelRegistry
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(gemma_path), ""))
+    with app.qtbot.waitSignal(app.controller.modelLoaded, timeout=5000):
+        app.window.open_action.trigger()
+    registry = ModelRegistry(app.paths.data / "models.json")
+    assert [Path(m.path) for m in registry.models()] == [gemma_path]
+
+
+def test_the_composer_row_keeps_its_width_and_sets_this_messages_thinking_budget(app: App) -> None:
+    app.backend.script.delay_s = 0.01
+    app.load()
+    composer = app.window.composer
+    width = composer.send_button.width()
+    composer.thinking_box.setCurrentIndex(composer.thinking_box.findData(512))
+    app.send("Think briefly", wait=False)
+    assert composer.send_button.text() == "Stop" and composer.send_button.width() == width
+    app.wait_idle()
+    assert composer.send_button.width() == width
+    assert app.backend.requests[-1].think_budget == 512
+    composer.thinking_box.setCurrentIndex(0)  # back to Settings (no budget there)
+    app.send("Think as long as you like")
+    assert app.backend.requests[-1].think_budget is None
+
+
+def test_the_header_names_the_model_and_an_empty_chat_offers_examples(app: App) -> None:
+    app.load()
+    header = app.window.header
+    assert header.picker.text().startswith(app.model.stem)
+    assert header.where.text() == "● Ready · runs on CPU"
+    app.window._fill_model_picker()
+    assert [a.text() for a in header.picker.menu_.actions() if a.text()][-2:] == ["Open a GGUF file…", "Manage models…"]
+    # A new chat is not a blank pane: the model, what it is good at, and examples that ask at a click.
+    assert app.window.chat_body.currentWidget() is app.window.empty_chat
+    assert app.model.stem in app.window.empty_chat.title.text()
+    assert len(app.window.empty_chat.examples) == 3
+    app.window.empty_chat.examples[0].click()
+    app.wait_idle()
+    assert app.window.chat_body.currentWidget() is app.window.transcript
+    assert app.messages()[0].content == app.window.empty_chat.examples[0].text()

@@ -226,18 +226,26 @@ def test_stop_while_searching_sends_nothing_to_the_model(docs_app: DocsApp, tmp_
     assert len(app.backend.requests) == before
 
 
-def test_a_chat_without_documents_is_a_plain_chat(docs_app: DocsApp, tmp_path: Path) -> None:
+def test_new_chats_answer_from_the_documents_last_used_and_can_turn_them_off(docs_app: DocsApp, tmp_path: Path) -> None:
     app = docs_app
     app.window.new_chat()
     app.drop(write_notes(tmp_path / "manuals"))
     app.wait_indexed(3)
-    app.window.new_chat()  # new chats start without documents
+    app.send("How long is the warranty?")
+    app.window.new_chat()  # the rule: a new chat uses the documents of the chat you were in, and says so
+    assert app.window.composer.documents_button.text() == f"Documents: {DEFAULT_COLLECTION}"
+    assert app.window.session.conversation().collections == (DEFAULT_COLLECTION,)
+    # The menu lists the collection; unchecking it makes this chat a plain chat.
+    app.window._fill_documents_menu()
+    action = next(a for a in app.window.composer.documents_menu.actions() if a.text() == DEFAULT_COLLECTION)
+    action.setChecked(False)
     assert app.window.composer.documents_button.text() == "Documents: off"
     app.send("How long is the warranty?")
     assert app.backend.requests[-1].messages[-1].content == "How long is the warranty?"
     assert app.messages()[-1].sources is None
     assert not app.window.transcript.cards()[-1].sources.isVisible()
-    # The menu lists the collection; checking it turns documents on for this chat.
+    app.window.new_chat()  # …and the next new chat follows: off
+    assert app.window.composer.documents_button.text() == "Documents: off"
     app.window._fill_documents_menu()
     action = next(a for a in app.window.composer.documents_menu.actions() if a.text() == DEFAULT_COLLECTION)
     action.setChecked(True)

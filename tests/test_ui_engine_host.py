@@ -23,8 +23,9 @@ from enclave.paths import app_paths
 from enclave.settings.settings import Settings, SettingsStore
 from enclave.storage.chats import ChatStore, MessageStatus
 from enclave.ui.main_window import MainWindow
+from enclave.usecases.loading import LoadGuard
 from enclave.workers.engine_worker import EngineController
-from engine_host_helpers import child_pids, write_gguf_that_aborts_llama_cpp
+from engine_host_helpers import child_pids, patch_header_u32, write_gguf_that_aborts_llama_cpp
 from fakes import ScriptedBackend
 
 KILLED = "The model stopped unexpectedly (llama.cpp: SIGKILL). Reload it, or choose another model."
@@ -125,7 +126,7 @@ def test_a_model_that_aborts_llama_cpp_is_reported_and_not_remembered(
 ) -> None:
     app, _ = isolated_window
     window = app.window
-    broken = tmp_path / "too-many-layers.gguf"
+    broken = tmp_path / "duplicate-token.gguf"
     write_gguf_that_aborts_llama_cpp(gemma_path, broken)
     with app.qtbot.waitSignal(app.controller.modelLoaded, timeout=60_000):
         window._use_model(str(gemma_path))
@@ -133,13 +134,17 @@ def test_a_model_that_aborts_llama_cpp_is_reported_and_not_remembered(
     with app.qtbot.waitSignal(app.controller.modelLoadFailed, timeout=60_000) as failed:
         window._use_model(str(broken))
     message = failed.args[0]
-    assert message.startswith("The model stopped unexpectedly (llama.cpp: llama-model.cpp:")
+    assert message.startswith("The model stopped unexpectedly (llama.cpp: llama-vocab.cpp:")
     assert "GGML_ASSERT" in message
     assert window.statusBar().currentMessage() == message
+    assert failed.args[1] is True  # the engine crashed: the guard keeps this model from being opened by itself
+    reason = LoadGuard().blocked(broken)
+    assert reason is not None and "stopped the engine while loading" in reason and "GGML_ASSERT" in reason
     # The next start opens the model that worked, not the one that aborts.
     assert window.settings.model_path == app.stored_model_path() == str(gemma_path)
     with app.qtbot.waitSignal(app.controller.modelLoaded, timeout=60_000):
         window.load_model(str(gemma_path))
+    assert LoadGuard().blocked(broken) is None and LoadGuard().blocked(gemma_path) is None  # a success clears it
     window.settings = replace(window.settings, max_tokens=8)
     app.send("Hi")
     app.wait_idle()
@@ -229,3 +234,37 @@ def test_the_window_never_imports_llama_cpp(gemma_path: Path) -> None:
     assert report["status"] == "complete" and report["answer"].strip()
     assert report["llama_modules"] == []
     assert not child_pids() - before
+
+
+def test_damaged_models_opened_from_the_window_each_get_a_message(
+    isolated_window: tuple[Window, list[IsolatedBackend]], gemma_path: Path, tmp_path: Path
+) -> None:
+    """Header mutants (refused by the check in the host) and one that passes the check but aborts llama.cpp: the
+    window shows why for each, nothing is remembered, and a good model still loads and answers afterwards."""
+    app, _ = isolated_window
+    window = app.window
+    mutants = {
+        "no-layers": (patch_header_u32(gemma_path, tmp_path / "no-layers.gguf", "gemma3.block_count", 0), "0 layers"),
+        "no-heads": (
+            patch_header_u32(gemma_path, tmp_path / "no-heads.gguf", "gemma3.attention.head_count", 0),
+            "no attention heads",
+        ),
+    }
+    aborts = tmp_path / "duplicate-token.gguf"
+    write_gguf_that_aborts_llama_cpp(gemma_path, aborts)
+    mutants["duplicate-token"] = (aborts, "The model stopped unexpectedly (llama.cpp: llama-vocab.cpp:")
+    for path, expected in mutants.values():
+        with app.qtbot.waitSignal(app.controller.modelLoadFailed, timeout=60_000) as failed:
+            window._use_model(str(path))
+        assert expected in failed.args[0]
+        assert window.statusBar().currentMessage() == failed.args[0]
+        assert window.isVisible() and app.stored_model_path() is None
+    with app.qtbot.waitSignal(app.controller.modelLoaded, timeout=60_000):
+        window._use_model(str(gemma_path))
+    assert app.stored_model_path() == str(gemma_path)
+    window.settings = replace(window.settings, max_tokens=4)
+    app.send("Hi")
+    app.wait_idle()
+    conversation_id = window.session.conversation_id
+    assert conversation_id is not None
+    assert app.store.messages(conversation_id)[-1].status is MessageStatus.COMPLETE

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PySide6.QtCore import Qt
 
 from enclave.models import downloader
 from enclave.models.hardware import Hardware
 from enclave.models.installed import ModelRegistry
-from enclave.ui.models_dialog import ModelsDialog
+from enclave.ui.models_dialog import OFFLINE_TEXT, ModelsDialog
 from enclave.workers.download_worker import DownloadController
 from fake_hub import FakeHub, write_tiny_gguf
 
+sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
+import minilm_gguf
+
 GPU_8GB = Hardware.from_numbers(vram_gib=8, ram_gib=32, bandwidth_gbs=450)
+
+
+@pytest.fixture(scope="module")
+def minilm_path() -> Path:
+    return minilm_gguf.cached_model_path()
 
 
 @pytest.fixture
@@ -78,3 +88,36 @@ def test_failed_download_is_explained(setup: tuple[ModelsDialog, FakeHub], qtbot
         dialog.recommend_button.click()
     assert "token" in dialog.message.text()
     assert dialog.table.rowCount() == 0
+
+
+def test_without_a_network_the_download_says_so_and_offers_retry(
+    setup: tuple[ModelsDialog, FakeHub], qtbot: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dialog, _hub = setup
+    monkeypatch.setenv("HF_ENDPOINT", "http://hub.enclave-offline.invalid")  # a name no resolver knows
+    with qtbot.waitSignal(dialog.downloads.failed, timeout=30_000):
+        dialog.recommend_button.click()
+    assert dialog.message.text() == OFFLINE_TEXT
+    assert dialog.retry_button.isVisibleTo(dialog)
+    with qtbot.waitSignal(dialog.downloads.failed, timeout=30_000):
+        dialog.retry_button.click()  # tries the same model again
+    assert dialog.message.text() == OFFLINE_TEXT
+
+
+def test_installed_models_show_their_size_placement_and_need_a_selection(
+    setup: tuple[ModelsDialog, FakeHub], gemma_path: Path, minilm_path: Path
+) -> None:
+    dialog, _hub = setup
+    assert dialog.import_path(gemma_path) is not None
+    assert dialog.import_path(minilm_path) is not None
+    sizes = {dialog.table.item(r, 0).text(): dialog.table.item(r, 2).text() for r in range(dialog.table.rowCount())}
+    assert all(size != "0.0 GB" for size in sizes.values())
+    assert any(size.endswith(" MB") for size in sizes.values())  # the small embedding model reads in MB
+    ids = [str(dialog.table.item(r, 0).data(Qt.ItemDataRole.UserRole)) for r in range(2)]
+    gemma_row = next(r for r in range(2) if dialog.registry.get(ids[r]).role == "chat")
+    assert dialog.table.item(gemma_row, 5).text().startswith("Auto (planned: ")  # the load plan's own choice
+    assert "-token context" in dialog.table.item(gemma_row, 5).text()
+    dialog.table.clearSelection()
+    assert not dialog.use_button.isEnabled() and not dialog.remove_button.isEnabled()
+    dialog.table.selectRow(gemma_row)
+    assert dialog.use_button.isEnabled() and dialog.use_button.text() == "Use for chat"

@@ -38,6 +38,7 @@ from enclave.settings.settings import Settings, SettingsStore
 from enclave.storage.chats import ChatStore, MessageStatus
 from enclave.ui.main_window import MainWindow
 from enclave.ui.settings_dialog import SettingsDialog
+from enclave.ui.style import apply_appearance
 from enclave.workers.docs_worker import DocsController
 from enclave.workers.engine_worker import EngineController
 from engine_host_helpers import child_pids
@@ -315,7 +316,7 @@ def test_dropping_a_text_file_and_a_pdf_indexes_them_for_the_chat(docs_window: W
     dragged = drag_and_drop(app.window, [notes, pdf])
     assert dragged == Dragged(enter_accepted=True, enter_action=Qt.DropAction.CopyAction, drop_accepted=True)
     assert app.window.statusBar().currentMessage() == (
-        f"Indexing 2 items into “{DEFAULT_COLLECTION}” — this chat answers from it"
+        f"Indexing 2 items into “{DEFAULT_COLLECTION}” — this chat and new chats answer from it"
     )
     assert app.store.conversation(conversation_id).collections == (DEFAULT_COLLECTION,)
     assert app.window.composer.documents_button.text() == f"Documents: {DEFAULT_COLLECTION}"
@@ -487,3 +488,44 @@ def test_a_split_model_with_a_missing_part_names_the_part_and_is_not_remembered(
         assert app.window.settings.model_path == app.stored_model_path() == previous
     finally:
         app.close()
+
+
+# --- appearance -----------------------------------------------------------------------------------------------------
+
+
+def test_the_appearance_setting_switches_light_and_dark_live_and_is_kept(
+    qtbot: Any, scripted: GatedBackend, qapp: QApplication
+) -> None:
+    from PySide6.QtGui import QPalette
+
+    from enclave.ui.style import contrast
+
+    def window_color() -> Any:
+        return qapp.palette().color(QPalette.ColorRole.Window)
+
+    app = Window(qtbot, lambda: scripted, Settings())
+    try:
+        light = window_color()
+        previewed: list[Any] = []
+
+        def choose_dark(dialog: SettingsDialog) -> None:
+            assert [dialog.groups.itemAt(i).widget().title() for i in range(6)] == [
+                "Model",
+                "Thinking",
+                "Documents",
+                "Appearance",
+                "Privacy",
+                "Advanced",
+            ]
+            dialog.appearance.setCurrentIndex(dialog.appearance.findData("dark"))
+            previewed.append(window_color())  # applied before OK: a live preview
+
+        assert len(run_settings_dialog(app, choose_dark)) == 1
+        assert contrast(previewed[0], light) > 5 and window_color() == previewed[0]
+        assert SettingsStore(app.paths.settings_file).load().settings.appearance == "dark"
+        text = qapp.palette().color(QPalette.ColorRole.Text)
+        assert contrast(window_color(), text) >= 7
+    finally:
+        app.close()
+        apply_appearance(qapp, "light")
+        qapp.processEvents()

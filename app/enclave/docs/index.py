@@ -118,7 +118,12 @@ def _migration_2(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS = [_migration_1, _migration_2]
+def _migration_3(conn: sqlite3.Connection) -> None:
+    """Each chunk's context (document title and section headings), embedded with its text but not part of it."""
+    conn.execute("ALTER TABLE chunks ADD COLUMN context TEXT NOT NULL DEFAULT ''")
+
+
+MIGRATIONS = [_migration_1, _migration_2, _migration_3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -316,8 +321,13 @@ class DocumentIndex:
         page_count: int | None = None,
         chars: int = 0,
         chunks: Sequence[Chunk] = (),
+        contexts: Sequence[str] | None = None,
     ) -> int:
-        """Replace a document and its chunks in one transaction: a crash leaves the old version or the new one."""
+        """Replace a document and its chunks in one transaction: a crash leaves the old version or the new one.
+
+        ``contexts`` (one per chunk) are what the embedding model reads before each chunk's text."""
+        if contexts is not None and len(contexts) != len(chunks):
+            raise ValueError("one context per chunk")
         collection_id = self.collection_id(collection)
         now = time.time()
         with self._transaction() as db:
@@ -346,8 +356,12 @@ class DocumentIndex:
             )
             document_id = int(cursor.lastrowid or 0)
             db.executemany(
-                "INSERT INTO chunks(document_id, ordinal, page, start, end, tokens, text) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                ((document_id, i, c.page, c.start, c.end, c.tokens, c.text) for i, c in enumerate(chunks)),
+                "INSERT INTO chunks(document_id, ordinal, page, start, end, tokens, text, context) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (document_id, i, c.page, c.start, c.end, c.tokens, c.text, contexts[i] if contexts else "")
+                    for i, c in enumerate(chunks)
+                ),
             )
         return document_id
 
@@ -471,12 +485,13 @@ class DocumentIndex:
     # --- chunks and vectors -----------------------------------------------------------------------------------
 
     def chunks_without_vectors(self, document_id: int, model: str, limit: int) -> list[tuple[int, str]]:
+        """(chunk id, text to embed): the chunk's context, a line break, and its text."""
         rows = self._query(
-            "SELECT ch.id, ch.text FROM chunks ch WHERE ch.document_id = ? AND NOT EXISTS "
+            "SELECT ch.id, ch.context, ch.text FROM chunks ch WHERE ch.document_id = ? AND NOT EXISTS "
             "(SELECT 1 FROM embeddings e WHERE e.model = ? AND e.chunk_id = ch.id) ORDER BY ch.ordinal LIMIT ?",
             (document_id, model, limit),
         )
-        return [(int(r[0]), str(r[1])) for r in rows]
+        return [(int(r[0]), f"{r[1]}\n{r[2]}" if r[1] else str(r[2])) for r in rows]
 
     def count_vectors(self, document_id: int, model: str) -> int:
         rows = self._query(

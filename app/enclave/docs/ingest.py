@@ -12,21 +12,30 @@
   on a drive that is not connected, and re-indexing it all when it comes back would be slow.
 - Small steps: ``Ingester.step()`` does one bounded piece of work (poll the parser, or embed one batch) and returns,
   so the GUI worker can answer searches, pause and cancel between steps; ``run()`` loops it for the CLI and tests.
+- Every path is per-file and bounded: symbolic-link loops, unreadable files, pipes and devices, files that vanish
+  mid-scan and names that are not valid text each end as that file's status with a sentence saying why; the run goes
+  on. Smaller files are queued first; a file may make a number of passages proportional to its size
+  ("too_many_passages" past it, before anything is embedded) and take an embedding time proportional to its size
+  ("too_large" past it); and after a minute of embedding, a file goes to the back of the queue so the files behind
+  it are not held up (it resumes where it stopped).
 """
 
 from __future__ import annotations
 
 import enum
+import errno
 import hashlib
 import logging
 import os
 import sqlite3
+import stat
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from enclave.docs.chunking import DEFAULT_BUDGET, DEFAULT_OVERLAP, chunk_pages
+from enclave.docs.chunking import DEFAULT_BUDGET, DEFAULT_OVERLAP, chunk_contexts, chunk_pages
 from enclave.docs.embedder import EmbedderError, TextEmbedder
 from enclave.docs.index import CANCELLED, INDEXING, OK, DocumentIndex, DocumentInfo, QueueItem
 from enclave.docs.isolation import FileParser, InProcessParser
@@ -38,11 +47,14 @@ log = logging.getLogger(__name__)
 DEFAULT_COLLECTION = "My documents"
 EMBED_BATCH = 16  # chunks per step: ~0.5 s on two cores with MiniLM, so searches and pauses wait at most that
 PARSE_POLL_S = 0.05
+CONTEXT_TOKENS = 48  # room kept in the embedding model's input for a chunk's context (chunking.MAX_CONTEXT_CHARS)
 
 UNCHANGED = "unchanged"
 MISSING = "missing"
 SKIPPED = "skipped"  # ParseStatus.UNSUPPORTED files found inside a folder are reported with this status
 REMOVED = "removed"  # a re-scan found the file deleted from its watched folder and removed it from the index
+UNREADABLE = "unreadable"  # a link loop, a pipe or device, no permission, an I/O error, a name that is not text
+TOO_MANY_PASSAGES = "too_many_passages"  # more passages than a file of its size may make (limits.py)
 # Statuses that do not make a file "done": adding it again retries it (a timeout may have been a busy machine).
 RETRY = frozenset({INDEXING, CANCELLED, ParseStatus.TIMEOUT.value})
 
@@ -92,19 +104,93 @@ class _Job:
     chunks_total: int = 0
     chunks_done: int = 0
     pages: int | None = None
+    slice_seconds: float = 0.0  # embedding time since the file last came to the front of the queue
 
 
-def iter_files(paths: Iterable[Path]) -> Iterator[Path]:
-    """Files, and the files inside folders (recursively, in name order), skipping hidden files and folders."""
+def iter_files(paths: Iterable[Path], on_error: Callable[[OSError], None] | None = None) -> Iterator[Path]:
+    """Files, and the files inside folders (recursively, in name order), skipping hidden files and folders.
+
+    Links to folders are not followed (a link loop cannot make the walk endless); a folder that cannot be listed is
+    passed to ``on_error`` and skipped.
+    """
     for path in paths:
-        if path.is_dir():
-            for root, dirs, files in os.walk(path):
+        if is_folder(path):
+            for root, dirs, files in os.walk(path, onerror=on_error):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 for name in sorted(files):
                     if not name.startswith("."):
                         yield Path(root) / name
         else:
             yield path
+
+
+def is_folder(path: Path) -> bool:
+    """``path.is_dir()`` that says False instead of raising (no permission to look, a link loop...)."""
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def real_path(path: Path | str) -> str:
+    """The absolute path with links resolved; never raises (a link loop is left as it is, and reported elsewhere)."""
+    return os.path.realpath(path)
+
+
+def shown_path(path: Path | str) -> str:
+    """A path as text that can be shown, stored and printed: bytes of a file name that are not valid in the system's
+    encoding become U+FFFD."""
+    return os.fsencode(path).decode("utf-8", errors="replace") if _bad_name(path) else str(path)
+
+
+def _bad_name(path: Path | str) -> bool:
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes of a file name, kept by Python as lone surrogates
+        return True
+    return False
+
+
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def file_problem(path: Path) -> tuple[str, str, os.stat_result | None]:
+    """(status, reason, stat) for a path that should be a readable document: status "" when it is a regular file.
+
+    Nothing is opened, so a pipe or a device can never block the caller.
+    """
+    if _bad_name(path):
+        return (
+            UNREADABLE,
+            "The file name is not valid text in this system's encoding, so it cannot be stored; rename the file to "
+            "add it.",
+            None,
+        )
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if os.path.lexists(path):
+            return UNREADABLE, "This is a link to a file that does not exist.", None
+        return MISSING, "The file was not found; it may have been moved or deleted.", None
+    except PermissionError:
+        return UNREADABLE, "Enclave is not allowed to read this file (permission denied).", None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return UNREADABLE, "This is a link that leads back to itself (a symbolic-link loop): no file.", None
+        return UNREADABLE, f"The file could not be read ({exc.strerror or exc}).", None
+    except ValueError:  # a NUL in the name
+        return UNREADABLE, "The file name is not valid.", None
+    for test, what in _SPECIAL_FILES:
+        if test(info.st_mode):
+            return UNREADABLE, f"This is {what}, not a document: it was left alone.", info
+    if stat.S_ISDIR(info.st_mode):
+        return UNREADABLE, "This is a folder, not a file.", info
+    return "", "", info
 
 
 def is_under(path: str, folder: str) -> bool:
@@ -133,6 +219,7 @@ class Ingester:
         batch_size: int = EMBED_BATCH,
         chunk_tokens: int = DEFAULT_BUDGET,
         overlap_tokens: int = DEFAULT_OVERLAP,
+        contextual: bool = True,
     ) -> None:
         self.index = index
         self.embedder = embedder
@@ -141,8 +228,10 @@ class Ingester:
         self.batch_size = batch_size
         self.chunk_tokens = chunk_tokens
         self.overlap_tokens = overlap_tokens
+        self.contextual = contextual  # embed each chunk with its document title and section headings
         self._job: _Job | None = None
         self._files_done = 0
+        self._embed_seconds: dict[tuple[str, str], float] = {}  # embedding time so far per (collection, path)
 
     @property
     def model_id(self) -> str | None:
@@ -165,33 +254,56 @@ class Ingester:
         known = self.index.file_states(collection)
         stale = {path for _, path in self.index.stale_documents(self.model_id)} if self.model_id else set()
         immediate: list[FileStatus] = []
-        queue: list[str] = []
+        queue: list[tuple[int, str]] = []  # (size, path): smaller files are indexed first
+
+        def unlistable(exc: OSError) -> None:
+            reason = exc.strerror or str(exc)
+            immediate.append(
+                FileStatus(
+                    shown_path(exc.filename or ""),
+                    collection,
+                    UNREADABLE,
+                    error=f"The folder could not be read ({reason}); its files were left out.",
+                )
+            )
+
         for given in paths:
             given = Path(given)
-            if not given.exists():
-                immediate.append(FileStatus(str(given), collection, MISSING, error="The file or folder was not found."))
+            in_folder = is_folder(given)
+            if not in_folder:
+                status, reason, _ = file_problem(given)
+                if status:
+                    if status == MISSING:
+                        reason = "The file or folder was not found."
+                    immediate.append(FileStatus(shown_path(os.path.abspath(given)), collection, status, error=reason))
+                    continue
+            elif _bad_name(given):
+                immediate.append(FileStatus(shown_path(given), collection, UNREADABLE, error=file_problem(given)[1]))
                 continue
-            in_folder = given.is_dir()
-            if in_folder:
-                self.index.add_folder(collection, str(given.resolve()))
-            for file in iter_files([given]):
-                path = str(file.resolve())
+            else:
+                self.index.add_folder(collection, real_path(given))
+            for file in iter_files([given], unlistable):
+                path = real_path(file)
                 if kind_of(file) is None:
                     status = SKIPPED if in_folder else ParseStatus.UNSUPPORTED.value
                     error = f"{file.suffix or 'Files without an extension'} files are not supported."
-                    immediate.append(FileStatus(path, collection, status, error=error))
+                    immediate.append(FileStatus(shown_path(path), collection, status, error=error))
+                    continue
+                status, reason, info = file_problem(file)
+                if status == MISSING:
+                    reason = "The file disappeared while its folder was being read."
+                if status or info is None:  # named as the user sees it: a link, not where it (never) leads
+                    shown = shown_path(os.path.abspath(file))
+                    immediate.append(FileStatus(shown, collection, status or UNREADABLE, error=reason))
                     continue
                 state = known.get(path)
-                if state is not None and state[3] not in RETRY and path not in stale:
-                    try:
-                        stat = file.stat()
-                    except OSError:
-                        stat = None
-                    if stat is not None and (stat.st_size, stat.st_mtime) == state[1:3]:
-                        immediate.append(FileStatus(path, collection, UNCHANGED, document_id=state[0]))
-                        continue
-                queue.append(path)
-        self.index.enqueue(collection, queue)
+                unchanged = state is not None and (info.st_size, info.st_mtime) == state[1:3]
+                if state is not None and unchanged and state[3] not in RETRY and path not in stale:
+                    immediate.append(FileStatus(path, collection, UNCHANGED, document_id=state[0]))
+                    continue
+                queue.append((info.st_size, path))
+        queue.sort()
+        self.index.enqueue(collection, [path for _, path in queue])
         return immediate
 
     def rescan(self, folders: Iterable[tuple[str, str]] | None = None) -> list[FileStatus]:
@@ -204,11 +316,15 @@ class Ingester:
         watched = self.index.folders() if folders is None else list(folders)
         statuses: list[FileStatus] = []
         for collection, folder in watched:
-            statuses.extend(self._rescan_folder(collection, str(Path(folder).resolve())))
+            try:
+                statuses.extend(self._rescan_folder(collection, real_path(folder)))
+            except OSError as exc:  # the folder cannot be listed now (permissions changed, a drive failing)
+                error = f"The folder could not be read ({exc.strerror or exc}); its documents are kept."
+                statuses.append(FileStatus(shown_path(folder), collection, UNREADABLE, error=error))
         return statuses
 
     def _rescan_folder(self, collection: str, folder: str) -> list[FileStatus]:
-        if not Path(folder).is_dir():
+        if not is_folder(Path(folder)):
             error = (
                 "The folder was not found; its documents are kept in case it is on a drive that is not connected. "
                 "Remove them yourself if the folder was deleted."
@@ -288,7 +404,9 @@ class Ingester:
         except (EmbedderError, sqlite3.Error):
             raise  # not this file's fault: the caller reports it and stops; the file stays queued
         except OSError as exc:
-            return self._finish(job, MISSING, error=f"The file could not be read: {exc}")
+            if not os.path.lexists(job.item.path):
+                return self._finish(job, MISSING, error="The file was deleted or moved while it was being read.")
+            return self._finish(job, UNREADABLE, error=f"The file could not be read ({exc.strerror or exc}).")
         except Exception as exc:  # a bug or a library failure on this file must not block the queue
             log.exception("indexing %s failed", job.item.path)
             return self._finish(job, ParseStatus.DAMAGED.value, error=f"The file could not be indexed: {exc}")
@@ -321,10 +439,12 @@ class Ingester:
         """
         job, self._job = self._job, None
         self.parser.cancel()
-        if job is not None and job.document_id is not None:
-            doc = self.index.document_by_id(job.document_id)
+        stopped = [] if job is None or job.document_id is None else [self.index.document_by_id(job.document_id)]
+        # Files sent to the back of the queue after their time slice are half-embedded too.
+        stopped += [self.index.document(i.collection, i.path) for i in self.index.queued(self.index.queue_size())]
+        for doc in stopped:
             if doc is not None and doc.status == INDEXING:
-                self.index.set_status(job.document_id, CANCELLED, "Indexing was cancelled; add the file again.")
+                self.index.set_status(doc.id, CANCELLED, "Indexing was cancelled; add the file again.")
         dropped = self.index.clear_queue()
         self._files_done = 0
         return dropped
@@ -345,14 +465,13 @@ class Ingester:
     def _start(self, job: _Job) -> FileStatus | None:
         path = Path(job.item.path)
         existing = self.index.document(job.item.collection, job.item.path)
-        try:
-            stat = path.stat()
-        except OSError:
+        status, reason, info = file_problem(path)
+        if status or info is None:
             if existing is not None and existing.status in (OK, INDEXING, CANCELLED) and existing.chunks:
                 # The file is gone but its chunks are here (a model change): embedding needs only the stored text.
                 return self._resume_embedding(job, existing)
-            return self._finish(job, MISSING, error="The file was not found; it may have been moved or deleted.")
-        job.size, job.mtime = stat.st_size, stat.st_mtime
+            return self._finish(job, status or UNREADABLE, error=reason)
+        job.size, job.mtime = info.st_size, info.st_mtime
         same_stamp = existing is not None and (existing.size, existing.mtime) == (job.size, job.mtime)
         if existing is not None and not same_stamp:
             job.sha256 = sha256_of(path)
@@ -374,6 +493,7 @@ class Ingester:
         job.document_id = document.id
         job.pages = document.page_count
         job.chunks_total = document.chunks
+        job.size = job.size or document.size
         if self.embedder is None:
             if document.status != OK:
                 self.index.set_status(document.id, OK)
@@ -388,6 +508,8 @@ class Ingester:
 
     def _store(self, job: _Job, parsed: ParsedDocument) -> FileStatus | None:
         item = job.item
+        if parsed.status is not ParseStatus.OK and not os.path.lexists(item.path):
+            return self._finish(job, MISSING, error="The file was deleted or moved while it was being read.")
         if parsed.status is not ParseStatus.OK:
             document_id = self.index.store_document(
                 item.collection,
@@ -402,7 +524,8 @@ class Ingester:
             )
             return self._finish(job, parsed.status.value, error=parsed.error, document_id=document_id)
         if self.embedder is not None:
-            budget = min(self.chunk_tokens, self.embedder.max_text_tokens())
+            room = self.embedder.max_text_tokens() - (CONTEXT_TOKENS if self.contextual else 0)
+            budget = max(8, min(self.chunk_tokens, room))
             count_tokens = self.embedder.count_tokens
         else:  # keyword-only index: chunk by an estimate (about four characters per token)
             budget = self.chunk_tokens
@@ -410,7 +533,27 @@ class Ingester:
             def count_tokens(text: str) -> int:
                 return len(text) // 4 + 1
 
-        chunks = chunk_pages(parsed.pages, count_tokens, budget=budget, overlap=min(self.overlap_tokens, budget // 4))
+        allowed = self.limits.passage_budget(job.size)
+        overlap = min(self.overlap_tokens, budget // 4)
+        chunks = chunk_pages(parsed.pages, count_tokens, budget=budget, overlap=overlap, limit=allowed + 1)
+        if len(chunks) > allowed:
+            error = (
+                f"This file would make more than {allowed:,} passages to search, the most allowed for a file of "
+                f"{_size_text(job.size)}: it holds far more text than its size suggests (a very wide table, for "
+                "example), so it was not indexed."
+            )
+            document_id = self.index.store_document(
+                item.collection,
+                item.path,
+                kind=parsed.kind,
+                sha256=job.sha256,
+                size=job.size,
+                mtime=job.mtime,
+                status=TOO_MANY_PASSAGES,
+                error=error,
+                page_count=parsed.page_count,
+            )
+            return self._finish(job, TOO_MANY_PASSAGES, error=error, document_id=document_id)
         job.document_id = self.index.store_document(
             item.collection,
             item.path,
@@ -422,6 +565,7 @@ class Ingester:
             page_count=parsed.page_count,
             chars=parsed.chars,
             chunks=chunks,
+            contexts=chunk_contexts(chunks, parsed.title, parsed.headings) if self.contextual else None,
         )
         job.pages = parsed.page_count if parsed.page_count is not None else len(parsed.pages)
         job.chunks_total = len(chunks)
@@ -438,11 +582,36 @@ class Ingester:
             return self._finish(job, OK, document_id=job.document_id, chunks=job.chunks_total)
         batch = self.index.chunks_without_vectors(job.document_id, embedder.model_id, self.batch_size)
         if not batch:
+            self._embed_seconds.pop((job.item.collection, job.item.path), None)
             self.index.finish_document(job.document_id, embedder.model_id)
             return self._finish(job, OK, document_id=job.document_id, chunks=job.chunks_total)
+        started = time.monotonic()
         vectors = embedder.embed_documents([text for _, text in batch])
         self.index.add_vectors(embedder.model_id, [cid for cid, _ in batch], vectors)
         job.chunks_done += len(batch)
+        elapsed = time.monotonic() - started
+        key = (job.item.collection, job.item.path)
+        spent = self._embed_seconds.get(key, 0.0) + elapsed
+        self._embed_seconds[key] = spent
+        job.slice_seconds += elapsed
+        allowed = self.limits.embed_seconds_budget(job.size)
+        if spent > allowed and job.chunks_done < job.chunks_total:
+            del self._embed_seconds[key]
+            error = (
+                f"Embedding this file took longer than the {allowed:,.0f} s allowed for a file of "
+                f"{_size_text(job.size)}, so it was stopped after {job.chunks_done:,} of {job.chunks_total:,} "
+                "passages. Keyword search still finds all of it."
+            )
+            self.index.set_status(job.document_id, ParseStatus.TOO_LARGE.value, error)
+            return self._finish(
+                job, ParseStatus.TOO_LARGE.value, error=error, document_id=job.document_id, chunks=job.chunks_total
+            )
+        if job.slice_seconds >= self.limits.slice_seconds and self.index.queue_size() > 1:
+            # Held the queue long enough: to the back of it, so the files behind it go first. It resumes later from
+            # its first passage without a vector (the chunks and vectors so far are stored).
+            self.index.dequeue(job.item.id)
+            self.index.enqueue(job.item.collection, [job.item.path])
+            self._job = None
         return None
 
     def _finish(
@@ -467,6 +636,10 @@ class Ingester:
             error=error,
             document_id=document_id,
         )
+
+
+def _size_text(size: int) -> str:
+    return f"{size / 1e6:,.1f} MB" if size >= 100_000 else f"{size / 1e3:,.0f} kB"
 
 
 def ingest(
@@ -500,12 +673,18 @@ __all__ = [
     "MISSING",
     "REMOVED",
     "SKIPPED",
+    "TOO_MANY_PASSAGES",
     "UNCHANGED",
+    "UNREADABLE",
     "FileStatus",
     "IngestProgress",
     "Ingester",
+    "file_problem",
     "ingest",
+    "is_folder",
     "is_under",
     "iter_files",
+    "real_path",
     "sha256_of",
+    "shown_path",
 ]

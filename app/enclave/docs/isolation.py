@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Protocol
 
 from enclave.docs.limits import DEFAULT_LIMITS, Limits
-from enclave.docs.parsers import Page, ParsedDocument, ParseStatus, kind_of, parse_file
+from enclave.docs.parsers import Heading, Page, ParsedDocument, ParseStatus, kind_of, parse_file
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,8 @@ def _encode_result(result: ParsedDocument) -> bytes:
             "pages": [[p.number, p.text] for p in result.pages],
             "error": result.error,
             "page_count": result.page_count,
+            "title": result.title,
+            "headings": [[h.page, h.start, h.level, h.title] for h in result.headings],
         },
         ensure_ascii=False,
     ).encode("utf-8", errors="surrogatepass")
@@ -64,6 +66,10 @@ def _decode_result(data: bytes) -> ParsedDocument:
     message = json.loads(data.decode("utf-8", errors="replace"))
     pages = tuple(Page(int(number), str(text)) for number, text in message["pages"])
     error, page_count = message["error"], message["page_count"]
+    headings = tuple(
+        Heading(int(page), int(start), int(level), str(title))
+        for page, start, level, title in message.get("headings", [])
+    )
     return ParsedDocument(
         path=str(message["path"]),
         kind=str(message["kind"]),
@@ -71,6 +77,8 @@ def _decode_result(data: bytes) -> ParsedDocument:
         pages=pages,
         error=None if error is None else str(error),
         page_count=None if page_count is None else int(page_count),
+        title=str(message.get("title", "")),
+        headings=headings,
     )
 
 

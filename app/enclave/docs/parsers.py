@@ -12,6 +12,7 @@ import enum
 import io
 import posixpath
 import re
+import stat
 import time
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -41,6 +42,16 @@ class Page:
 
 
 @dataclass(frozen=True)
+class Heading:
+    """A section heading: where it starts (page and character offset in that page's text), its depth and title."""
+
+    page: int
+    start: int
+    level: int  # 0: chapter (top level), 1: section, ...
+    title: str
+
+
+@dataclass(frozen=True)
 class ParsedDocument:
     path: str
     kind: str
@@ -48,6 +59,8 @@ class ParsedDocument:
     pages: tuple[Page, ...] = ()  # pages with text; blank pages are left out
     error: str | None = None  # a sentence for the user when status is not OK
     page_count: int | None = None  # pages in the file, blank ones included (PDF, EPUB)
+    title: str = ""  # the document's title (PDF metadata, its first line, or the file name)
+    headings: tuple[Heading, ...] = ()  # in reading order: PDF bookmarks, Markdown "#" lines
 
     @property
     def chars(self) -> int:
@@ -148,7 +161,10 @@ def parse_file(path: Path, limits: Limits = DEFAULT_LIMITS) -> ParsedDocument:
         )
     deadline = time.monotonic() + limits.max_seconds
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # reading a pipe or a device could block forever
+            raise _Refused(ParseStatus.UNSUPPORTED, "This is not a regular file (a pipe, a device or a folder).")
+        size = info.st_size
         cap = limits.max_text_file_bytes if kind in TEXT_KINDS else limits.max_file_bytes
         if size > cap:
             raise _Refused(
@@ -179,7 +195,68 @@ def parse_file(path: Path, limits: Limits = DEFAULT_LIMITS) -> ParsedDocument:
         return ParsedDocument(
             str(path), kind, ParseStatus.EMPTY, error="No text was found in this file.", page_count=page_count
         )
-    return ParsedDocument(str(path), kind, ParseStatus.OK, tuple(pages), page_count=page_count)
+    title, headings = _structure(path, kind, pages)
+    return ParsedDocument(
+        str(path), kind, ParseStatus.OK, tuple(pages), page_count=page_count, title=title, headings=headings
+    )
+
+
+MAX_TITLE_CHARS = 120
+_MARKDOWN_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.M)
+
+
+def _structure(path: Path, kind: str, pages: list[Page]) -> tuple[str, tuple[Heading, ...]]:
+    """The title and section headings, for the context a passage is embedded with. Never fails the file."""
+    title = ""
+    headings: list[Heading] = []
+    try:
+        if kind == "pdf":
+            title, outline = _pdf_outline(path)
+            headings = _place_headings(outline, pages)
+        elif kind == "markdown":
+            for page in pages:
+                for match in _MARKDOWN_HEADING.finditer(page.text):
+                    headings.append(Heading(page.number, match.start(), len(match.group(1)) - 1, match.group(2)))
+    except Exception:  # a broken outline is no reason to lose the text
+        headings = []
+    if not title:
+        first = next((line.strip() for line in pages[0].text.splitlines() if line.strip()), "")
+        title = first if 3 <= len(first) <= 80 and kind in ("pdf", "docx", "epub") else ""
+    return (title or path.stem)[:MAX_TITLE_CHARS], tuple(headings)
+
+
+def _pdf_outline(path: Path) -> tuple[str, list[tuple[int, int, str]]]:
+    """(metadata title, [(page, level, title)]) from the PDF's bookmarks."""
+    import pypdfium2 as pdfium  # type: ignore[import-untyped]
+
+    document = pdfium.PdfDocument(str(path))
+    try:
+        title = " ".join(str(document.get_metadata_dict().get("Title", "")).split())
+        outline = []
+        for bookmark in document.get_toc(max_depth=8):
+            destination = bookmark.get_dest()
+            index = destination.get_index() if destination is not None else None
+            name = " ".join((bookmark.get_title() or "").split())
+            if index is not None and name:
+                outline.append((index + 1, bookmark.level, name[:MAX_TITLE_CHARS]))
+        return title, outline
+    finally:
+        document.close()
+
+
+def _place_headings(outline: list[tuple[int, int, str]], pages: list[Page]) -> list[Heading]:
+    """Bookmarks with the offset of their title in the page's text (0 when the title is not found there)."""
+    texts = {p.number: p.text for p in pages}
+    placed = []
+    for page, level, title in outline:
+        text = texts.get(page)
+        if text is None:
+            continue
+        words = [re.escape(w) for w in title.split()]
+        match = re.search(r"\s+".join(words), text, re.I) if words else None
+        placed.append(Heading(page, match.start() if match else 0, level, title))
+    placed.sort(key=lambda h: (h.page, h.start))
+    return placed
 
 
 def parse_many(paths: Iterable[Path], limits: Limits = DEFAULT_LIMITS) -> list[ParsedDocument]:
@@ -336,7 +413,7 @@ def _open_zip(path: Path, limits: Limits) -> zipfile.ZipFile:
 
 
 def _pdf(path: Path, limits: Limits, deadline: float) -> Iterable[Page]:
-    import pypdfium2 as pdfium  # type: ignore[import-untyped]
+    import pypdfium2 as pdfium
 
     try:
         document = pdfium.PdfDocument(str(path))
@@ -412,14 +489,24 @@ def _html(path: Path, limits: Limits, deadline: float) -> Iterable[Page]:
     return [Page(1, html_to_text(_read_text(path, limits)))]
 
 
+MAX_LABELLED_COLUMNS = 64
+
+
 def _csv(path: Path, limits: Limits, deadline: float) -> Iterable[Page]:
     text = _read_text(path, limits)
     dialect = "excel-tab" if path.suffix.lower() == ".tsv" else "excel"
     rows = csv.reader(io.StringIO(text), dialect=dialect)
     header = next(rows, [])
     lines = [" | ".join(header)]
-    for row in rows:  # "column: value" keeps each row meaningful once it is cut into chunks
-        lines.append("; ".join(f"{h}: {v}" for h, v in zip(header, row, strict=False)) if header else " | ".join(row))
+    # "column: value" keeps each row meaningful once it is cut into chunks; a table too wide for a row to fit in a
+    # passage gains nothing from it and would only double its text, so its rows are kept as they are.
+    labelled = 0 < len(header) <= MAX_LABELLED_COLUMNS
+    chars = len(lines[0])
+    for row in rows:
+        lines.append("; ".join(f"{h}: {v}" for h, v in zip(header, row, strict=False)) if labelled else " | ".join(row))
+        chars += len(lines[-1]) + 1
+        if len(lines) % 1024 == 0:
+            _check(deadline, 1, chars, limits)
     return [Page(1, "\n".join(lines))]
 
 
@@ -470,6 +557,7 @@ PAGED_KINDS = frozenset({"pdf", "epub"})
 __all__ = [
     "DEFAULT_LIMITS",
     "KINDS",
+    "Heading",
     "Limits",
     "Page",
     "ParseStatus",

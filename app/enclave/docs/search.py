@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from enclave.docs.embedder import TextEmbedder
-from enclave.docs.index import DocumentIndex
+from enclave.docs.index import ChunkRow, DocumentIndex
 
 RRF_K = 60  # the constant from Cormack et al. (2009): damps the head of each ranking
 CANDIDATES = 50  # taken from each ranker before fusion
+KEYWORD_WEIGHT = 1.0  # BM25's weight in the fusion (the vector ranking's is 1)
 COMMON_TERM_SHARE = 0.1
 COMMON_TERM_MIN_CHUNKS = 2000  # below this many chunks every term counts: small indexes are fast anyway
 
@@ -129,11 +130,51 @@ class _Vectors:
         return int(self.ids[self.size - 1]) if self.size else 0
 
 
+DEDUPE_POOL = 3  # a result list is filled from the best k * DEDUPE_POOL fused candidates
+DUPLICATE_SHARE = 0.8  # passages sharing this share of their distinct words count as the same passage
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(_TERM.findall(text.lower()))
+
+
+def _distinct(ranked: list[int], rows: dict[int, ChunkRow], k: int) -> list[int]:
+    """The first ``k`` chunks of ``ranked`` that do not repeat a better one: the same paragraph in two files (a
+    manual and its copy, a section quoted in a FAQ), or a page header on every page. Overlapping neighbours of one
+    file share less than DUPLICATE_SHARE of their words and are both kept."""
+    kept: list[int] = []
+    seen: list[frozenset[str]] = []
+    for cid in ranked:
+        row = rows.get(cid)
+        if row is None:
+            continue
+        words = _words(row.text)
+        if any(len(words & other) >= DUPLICATE_SHARE * min(len(words), len(other)) > 0 for other in seen):
+            continue
+        kept.append(cid)
+        seen.append(words)
+        if len(kept) == k:
+            break
+    return kept
+
+
 class Searcher:
     """Searches one DocumentIndex; keeps its vectors in memory between searches. Use from one thread."""
 
-    def __init__(self, index: DocumentIndex) -> None:
+    def __init__(
+        self,
+        index: DocumentIndex,
+        *,
+        rrf_k: int = RRF_K,
+        candidates: int = CANDIDATES,
+        keyword_weight: float = KEYWORD_WEIGHT,
+        dedupe: bool = True,
+    ) -> None:
         self.index = index
+        self.rrf_k = rrf_k
+        self.candidates = candidates
+        self.keyword_weight = keyword_weight  # BM25's share in the fusion; the vector ranking weighs 1
+        self.dedupe = dedupe  # leave out passages that repeat a better-ranked one almost word for word
         self._vectors: _Vectors | None = None
 
     def vectors(self, model: str) -> _Vectors:
@@ -181,13 +222,18 @@ class Searcher:
             vectors = self.vectors(model_id)
             vector_ranked, similarity = self._vector_ranking(vectors, query_vector, collection_ids)
         fused: dict[int, float] = {}
-        for ranking in (bm25, vector_ranked):
+        for ranking, weight in ((bm25, self.keyword_weight), (vector_ranked, 1.0)):
             for rank, chunk_id in enumerate(ranking):
-                fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank + 1)
-        best = sorted(fused, key=lambda cid: (-fused[cid], cid))[:k]
+                fused[chunk_id] = fused.get(chunk_id, 0.0) + weight / (self.rrf_k + rank + 1)
+        ranked = sorted(fused, key=lambda cid: (-fused[cid], cid))
+        if self.dedupe:
+            rows = self.index.chunk_rows(ranked[: k * DEDUPE_POOL])
+            best = _distinct(ranked[: k * DEDUPE_POOL], rows, k)
+        else:
+            best = ranked[:k]
+            rows = self.index.chunk_rows(best)
         if vectors is not None and query_vector is not None:
             self._fill_similarity(vectors, query_vector, [c for c in best if c not in similarity], similarity)
-        rows = self.index.chunk_rows(best)
         bm25_rank = {cid: i + 1 for i, cid in enumerate(bm25)}
         vector_rank = {cid: i + 1 for i, cid in enumerate(vector_ranked)}
         results = []
@@ -265,11 +311,10 @@ class Searcher:
         total = self.index.chunk_count()
         ceiling = max(total * COMMON_TERM_SHARE, COMMON_TERM_MIN_CHUNKS)
         selective = [t for t in terms if 0 < counts.get(t, 0) <= ceiling]
-        return self.index.bm25(selective, collection_ids, CANDIDATES)
+        return self.index.bm25(selective, collection_ids, self.candidates)
 
-    @staticmethod
     def _vector_ranking(
-        vectors: _Vectors, query_vector: np.ndarray, collection_ids: frozenset[int] | None
+        self, vectors: _Vectors, query_vector: np.ndarray, collection_ids: frozenset[int] | None
     ) -> tuple[list[int], dict[int, float]]:
         n = vectors.size
         if not n:
@@ -281,7 +326,7 @@ class Searcher:
         if collection_ids is not None:
             wanted = np.fromiter(collection_ids, dtype=np.int64, count=len(collection_ids))
             scores = np.where(np.isin(vectors.collections[:n], wanted), scores, -np.inf)
-        take = min(CANDIDATES, n)
+        take = min(self.candidates, n)
         top = np.argpartition(-scores, take - 1)[:take] if take < n else np.arange(n)
         top = top[np.argsort(-scores[top], kind="stable")]
         ranked = [int(vectors.ids[i]) for i in top if np.isfinite(scores[i])]

@@ -11,7 +11,15 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
-from enclave.engine.types import EngineError, GenerationControl, GenerationRequest, LoadRequest, ModelInfo, StreamEvent
+from enclave.engine.types import (
+    EngineError,
+    GenerationControl,
+    GenerationRequest,
+    LoadRequest,
+    ModelInfo,
+    ModelLoadError,
+    StreamEvent,
+)
 
 
 class EngineCrashedError(EngineError):
@@ -20,6 +28,11 @@ class EngineCrashedError(EngineError):
     Unlike other engine errors this is not about the request: what was streamed before it is an interrupted answer,
     and the same request may well succeed once the engine has been started again.
     """
+
+
+class ModelLoadCrashedError(ModelLoadError):
+    """The engine's process stopped while it loaded the model: the model is likely to crash it again, so the app
+    does not open it by itself at the next start (see ``usecases.loading.LoadGuard``)."""
 
 
 class Backend(Protocol):

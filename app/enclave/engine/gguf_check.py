@@ -104,11 +104,9 @@ def check_hyperparameters(header: GGUFHeader, name: str) -> None:
         )
 
     arch = header.architecture
-    if not arch:
-        raise damaged("it does not say which model architecture it is (general.architecture is missing)")
-    blocks = _values(header, f"{arch}.block_count")
+    blocks = _values(header, f"{arch}.block_count") if arch else None
     if blocks is None:
-        raise damaged(f"it does not say how many layers it has ({arch}.block_count is missing)")
+        return  # no architecture or layer count: llama.cpp refuses such a file with an error, not a crash
     if len(blocks) != 1 or not 1 <= blocks[0] <= LLAMA_MAX_LAYERS:
         shown = blocks[0] if len(blocks) == 1 else "not one number"
         raise damaged(f"it claims {shown} layers, and llama.cpp runs models with 1 to {LLAMA_MAX_LAYERS}")

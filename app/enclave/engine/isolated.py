@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from enclave.engine import host_protocol as wire
-from enclave.engine.backend import EngineCrashedError
+from enclave.engine.backend import EngineCrashedError, ModelLoadCrashedError
 from enclave.engine.types import (
     EngineError,
     Finished,
@@ -421,7 +421,7 @@ class IsolatedBackend(HostProcess):
             return self._load_in_host(request, cancel, started, progress)
         except (HostDied, wire.ProtocolError) as exc:
             self._forget_model()  # whatever was loaded went down with the host
-            raise ModelLoadError(self._crashed(exc)) from exc
+            raise ModelLoadCrashedError(self._crashed(exc)) from exc
         except _Cancelled as exc:
             self._stop()  # llama.cpp did not stop loading in time: the host goes, and the model with it
             self._forget_model()

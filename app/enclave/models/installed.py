@@ -6,9 +6,10 @@ crash. Which model is active for chat and for document embeddings is recorded he
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -21,6 +22,7 @@ from enclave.models.hub_client import RemoteFile, fetch_snapshot
 
 Role = Literal["chat", "embedding"]
 SCHEMA_VERSION = 1
+LOCK_TIMEOUT_S = 10.0
 
 
 class ModelError(Exception):
@@ -77,6 +79,23 @@ class ModelRegistry:
                 "Your model files were not touched: import them again."
             )
 
+    @contextlib.contextmanager
+    def _change(self) -> Iterator[None]:
+        """Every change is made under a file lock, on the newest state on disk, and written back atomically: the GUI's
+        threads, the CLI and a second app may each hold a registry, and none loses another's update."""
+        from filelock import FileLock, Timeout
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with FileLock(f"{self.path}.lock", timeout=LOCK_TIMEOUT_S):
+                self._load()
+                yield
+                self._save()
+        except Timeout as exc:
+            raise ModelError(
+                f"The list of installed models ({self.path}) is locked by another Enclave process. Try again."
+            ) from exc
+
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         data = {
@@ -110,8 +129,8 @@ class ModelRegistry:
     # --- changes ----------------------------------------------------------------------------------------------
 
     def add(self, model: InstalledModel) -> InstalledModel:
-        self._models[model.id] = model
-        self._save()
+        with self._change():
+            self._models[model.id] = model
         return model
 
     def set_overrides(self, model_id: str, overrides: dict[str, int | str]) -> InstalledModel:
@@ -129,33 +148,35 @@ class ModelRegistry:
         layers = overrides.get("gpu_layers")
         if layers is not None and (not isinstance(layers, int) or layers < -1):
             raise ModelError("GPU layers must be -1 (all) or more.")
-        model = replace(self.get(model_id), overrides=dict(overrides))
-        return self.add(model)
+        with self._change():
+            model = replace(self.get(model_id), overrides=dict(overrides))
+            self._models[model_id] = model
+        return model
 
     def set_active(self, model_id: str, role: Role = "chat") -> InstalledModel:
-        model = self.get(model_id)
-        if model.role != role:
-            raise ModelError(f"{model.name} is a {model.role} model; it cannot be used for {role}.")
-        self._active[role] = model_id
-        self._save()
+        with self._change():
+            model = self.get(model_id)
+            if model.role != role:
+                raise ModelError(f"{model.name} is a {model.role} model; it cannot be used for {role}.")
+            self._active[role] = model_id
         return model
 
     def clear_active(self, role: Role) -> None:
         """No model for ``role`` (for embeddings: document search falls back to keywords only)."""
-        if self._active.pop(role, None) is not None:
-            self._save()
+        with self._change():
+            self._active.pop(role, None)
 
     def remove(self, model_id: str, models_dir: Path) -> InstalledModel:
         """Forget a model; delete its files only when Enclave downloaded them (inside ``models_dir``)."""
-        model = self.get(model_id)
-        root = models_dir.resolve()
-        for path in model.paths:
-            file = Path(path)
-            if model.source == "catalog" and file.resolve().is_relative_to(root):
-                file.unlink(missing_ok=True)
-        del self._models[model_id]
-        self._active = {role: mid for role, mid in self._active.items() if mid != model_id}
-        self._save()
+        with self._change():
+            model = self.get(model_id)
+            root = models_dir.resolve()
+            for path in model.paths:
+                file = Path(path)
+                if model.source == "catalog" and file.resolve().is_relative_to(root):
+                    file.unlink(missing_ok=True)
+            del self._models[model_id]
+            self._active = {role: mid for role, mid in self._active.items() if mid != model_id}
         return model
 
 

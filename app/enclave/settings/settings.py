@@ -35,6 +35,7 @@ SETTINGS_VERSION = 2
 # from version 2 those mean Auto (the load plan decides), so a version-1 file's defaults are read as Auto.
 _V1_DEFAULTS = {"context_length": 4096, "gpu_layers": -1}
 KV_CACHE_CHOICES = ("f16", "q8_0", "q4_0")
+APPEARANCE_CHOICES = ("system", "light", "dark")
 
 CONTEXT_LENGTH_RANGE = (512, 1_048_576)
 THREADS_RANGE = (1, 1024)
@@ -58,6 +59,7 @@ class Settings:
     think_budget: int = 0  # 0 = off (unlimited thinking); else max thinking tokens per message
     default_system_prompt: str = ""
     window_geometry: str = ""  # base64 Qt geometry, opaque here
+    appearance: str = "system"  # "system" (follow the desktop), "light" or "dark"
 
 
 class SettingsError(ValueError):
@@ -84,6 +86,7 @@ _FIELD_TYPES: dict[str, tuple[type, bool]] = {
     "think_budget": (int, False),
     "default_system_prompt": (str, False),
     "window_geometry": (str, False),
+    "appearance": (str, False),
 }
 assert set(_FIELD_TYPES) == {f.name for f in fields(Settings)}
 
@@ -137,6 +140,10 @@ def validate(settings: Settings) -> Settings:
         _check_range("temperature", checked.temperature, *TEMPERATURE_RANGE)
     if checked.top_p is not None:
         _check_range("top_p", checked.top_p, *TOP_P_RANGE)
+    if checked.appearance not in APPEARANCE_CHOICES:
+        raise SettingsError(
+            f"appearance must be one of {', '.join(APPEARANCE_CHOICES)}, not {checked.appearance!r:.40}"
+        )
     _check_range("max_tokens", checked.max_tokens, 0, TOKEN_LIMIT_MAX)
     _check_range("think_budget", checked.think_budget, 0, TOKEN_LIMIT_MAX)
     return checked

@@ -74,6 +74,7 @@ class MessageStats:
     prompt_tokens: int = 0
     context_used: int = 0
     context_size: int = 0
+    length_limit: int = 0  # the answer stopped at this many tokens (the length limit); 0: it ended on its own
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from enclave.settings.settings import SettingsStore
 from enclave.storage.chats import ChatStore
 from enclave.storage.db import CorruptDatabaseError, StorageError, quarantine_corrupt_database
 from enclave.ui.main_window import MainWindow
+from enclave.usecases.loading import LoadGuard
 from enclave.workers.docs_worker import DocsController
 from enclave.workers.engine_worker import EngineController
 
@@ -98,7 +99,10 @@ def run_gui(model_path: str | None = None) -> int:
                 QMessageBox.warning(window, APP_NAME, problem)
         documents.start()  # opens the index on its thread and resumes indexing left unfinished last time
         path = model_path or loaded.settings.model_path
-        if path:
+        blocked = LoadGuard().blocked(path) if path and not model_path else None
+        if blocked:  # the remembered model crashed the engine while loading last time: don't loop
+            window.show_model_problem(blocked)
+        elif path:
             window.load_model(path)
         else:
             window.fetch_recommendation()

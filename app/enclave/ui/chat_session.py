@@ -31,6 +31,7 @@ from enclave.workers.engine_worker import EngineController
 
 SAVE_INTERVAL_S = 1.0
 NEW_CHAT_TITLE = "New chat"
+CONTINUE_PROMPT = "Continue exactly where your last answer was cut off."
 SENDABLE = (MessageStatus.COMPLETE, MessageStatus.CANCELLED, MessageStatus.INTERRUPTED)
 SEARCH_K = 8  # passages asked for; overlapping ones are merged and the prompt budget decides how many are sent
 SNIPPET_CHARS = 1200  # of each source, stored with the answer for the sources list
@@ -46,8 +47,9 @@ def title_from(text: str, words: int = 6) -> str:
     return title[:80] or NEW_CHAT_TITLE
 
 
-def message_stats(stats: GenerationStats) -> MessageStats:
+def message_stats(stats: GenerationStats, length_limit: int = 0) -> MessageStats:
     return MessageStats(
+        length_limit=length_limit,
         completion_tokens=stats.completion_tokens,
         reasoning_tokens=stats.reasoning_tokens,
         tokens_per_second=stats.tokens_per_second,
@@ -73,6 +75,7 @@ class LiveReply:
     search_id: str | None = None
     sources: tuple[MessageSource, ...] | None = None
     note: str | None = None  # why the answer has no sources
+    max_tokens: int = 0  # the length limit this answer was asked with (0: none)
 
 
 class ChatSession(QObject):
@@ -82,6 +85,7 @@ class ChatSession(QObject):
     conversationOpened = Signal(int)
     problem = Signal(str)  # a sentence for the user
     editRequested = Signal(int)  # a user message's Edit button
+    regenerateRequested = Signal(int)  # an answer's Regenerate button (the window asks before dropping later ones)
     sourceOpenRequested = Signal(object)  # MessageSource: a source or a citation was clicked
 
     def __init__(
@@ -173,7 +177,8 @@ class ChatSession(QObject):
         card.append("", "".join(live.content))
 
     def _add_card(self, card: MessageCard) -> MessageCard:
-        card.regenerateRequested.connect(self.regenerate)
+        card.regenerateRequested.connect(self.regenerateRequested)
+        card.continueRequested.connect(lambda _message_id: self.continue_answer())
         card.editRequested.connect(self.editRequested)
         card.answerNowRequested.connect(self.answer_now)
         card.sourceOpenRequested.connect(self.sourceOpenRequested)
@@ -214,6 +219,18 @@ class ChatSession(QObject):
         self._rebuild()
         self._start_reply(model)
 
+    def messages_after(self, message_id: int) -> int:
+        """How many messages of the current chat come after ``message_id`` (Regenerate would delete them)."""
+        if self.conversation_id is None:
+            return 0
+        ids = [m.id for m in self.store.messages(self.conversation_id) if m.role != "system"]
+        return len(ids) - ids.index(message_id) - 1 if message_id in ids else 0
+
+    @Slot()
+    def continue_answer(self) -> bool:
+        """Ask the model to go on after an answer cut off at the length limit (a visible "Continue" message)."""
+        return self.send(CONTINUE_PROMPT)
+
     def _start_reply(self, model: ModelInfo) -> bool:
         assert self.conversation_id is not None
         conversation = self.store.conversation(self.conversation_id)
@@ -245,7 +262,9 @@ class ChatSession(QObject):
         )
         card = self._add_card(MessageCard(reply.role, reply.id))
         card.start_streaming(model.name)
-        live = LiveReply(request.request_id, self.conversation_id, reply.id, model.name, sent_ids)
+        live = LiveReply(
+            request.request_id, self.conversation_id, reply.id, model.name, sent_ids, max_tokens=settings.max_tokens
+        )
         self.live = live
         documents = self.documents
         if conversation.collections and documents is not None and messages and messages[-1].role == "user":
@@ -286,6 +305,8 @@ class ChatSession(QObject):
         card = self._card()
         if card is not None:
             card.set_sources(live.sources, live.note)
+            count = len(live.sources)
+            card.show_progress(f"Reading {count} document excerpt{'s' if count != 1 else ''} and your question…")
         self._generate(replace(request, messages=(*history, ChatMessage("user", context.prompt))))
 
     @Slot(str, str)
@@ -297,6 +318,12 @@ class ChatSession(QObject):
         self._finalize(
             MessageStatus.FAILED, None, f"{message} Try again, or turn documents off for this chat and ask again."
         )
+
+    def show_progress(self, request_id: str, text: str) -> None:
+        """What the streaming answer is waiting for, shown in its card until the first word."""
+        card = self._card()
+        if card is not None and self.live is not None and self.live.request_id == request_id:
+            card.show_progress(text)
 
     def stop(self) -> None:
         live = self.live
@@ -372,7 +399,10 @@ class ChatSession(QObject):
         if self.live is None or self.live.request_id != request_id:
             return
         status = MessageStatus.CANCELLED if finished.reason is FinishReason.CANCELLED else MessageStatus.COMPLETE
-        self._finalize(status, finished.stats, None)
+        limit = 0
+        if finished.reason is FinishReason.LENGTH:  # the limit, or the context, ran out: the answer is cut short
+            limit = self.live.max_tokens or finished.stats.completion_tokens
+        self._finalize(status, finished.stats, None, length_limit=limit)
         self.statsChanged.emit(finished.stats)
 
     @Slot(str, str)
@@ -389,13 +419,15 @@ class ChatSession(QObject):
         self._finalize(MessageStatus.INTERRUPTED, None, message)
         self.problem.emit(message)
 
-    def _finalize(self, status: MessageStatus, stats: GenerationStats | None, error: str | None) -> None:
+    def _finalize(
+        self, status: MessageStatus, stats: GenerationStats | None, error: str | None, *, length_limit: int = 0
+    ) -> None:
         live = self.live
         if live is None:
             return
         if live.thinking_started is not None and live.thinking_seconds is None:
             live.thinking_seconds = time.monotonic() - live.thinking_started
-        stored_stats = message_stats(stats) if stats is not None else None
+        stored_stats = message_stats(stats, length_limit) if stats is not None else None
         self.store.update_message(
             live.message_id,
             content="".join(live.content),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 from PySide6.QtCore import QByteArray, Qt, QTimer, QUrl, Signal, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
+    QApplication,
     QFileDialog,
     QInputDialog,
     QLabel,
@@ -35,10 +37,12 @@ from enclave.ui.chat_session import ChatSession
 from enclave.ui.composer import Composer
 from enclave.ui.conversations import ConversationPanel
 from enclave.ui.documents_dialog import DocumentsDialog, progress_text
+from enclave.ui.header import ChatHeader, EmptyChat
 from enclave.ui.settings_dialog import SettingsDialog
+from enclave.ui.style import apply_appearance
 from enclave.ui.transcript import Transcript
 from enclave.ui.welcome import WelcomePage
-from enclave.usecases.loading import load_request, model_overrides
+from enclave.usecases.loading import LoadGuard, load_request, model_overrides
 from enclave.workers.docs_worker import DocsController
 from enclave.workers.download_worker import DownloadController
 from enclave.workers.engine_worker import EngineController
@@ -63,10 +67,13 @@ class MainWindow(QMainWindow):
         self.settings_store = settings_store
         self.settings = settings
         self._load_started = 0.0
+        self._load_guard = LoadGuard()  # a model that crashes the engine while loading is not reopened at start
         self._load_fraction: float | None = None  # of the load in progress, once llama.cpp reports it
         self._loading_name = ""
         self._previous_model: str | None = None
         self._remember_on_load: str | None = None  # becomes settings.model_path once it has loaded
+        self._reading_without_model = False  # a past chat picked from the list while no model is loaded
+        self._last_collections: tuple[str, ...] = ()  # documents last added or used: new chats answer from them
         self.downloads: DownloadController | None = None  # created when the Models dialog first opens
         self.recommendation: Recommendation | None = None  # for the first-run page, computed in the background
         self.documents = documents
@@ -81,7 +88,13 @@ class MainWindow(QMainWindow):
         chat_layout = QVBoxLayout(chat_page)
         chat_layout.setContentsMargins(0, 0, 0, 0)
         chat_layout.setSpacing(0)
-        chat_layout.addWidget(self.transcript, 1)
+        self.header = ChatHeader(self)
+        self.empty_chat = EmptyChat(self)
+        self.chat_body = QStackedWidget(self)
+        self.chat_body.addWidget(self.empty_chat)
+        self.chat_body.addWidget(self.transcript)
+        chat_layout.addWidget(self.header)
+        chat_layout.addWidget(self.chat_body, 1)
         chat_layout.addWidget(self.composer)
         self.chat_page = chat_page
         self.pages = QStackedWidget(self)
@@ -130,11 +143,15 @@ class MainWindow(QMainWindow):
         bar.addPermanentWidget(self.speed_label)
         bar.addPermanentWidget(self.context_gauge)
 
-        self.session = ChatSession(store, controller, self.transcript, lambda: self.settings, self, documents)
+        self.session = ChatSession(store, controller, self.transcript, self._answer_settings, self, documents)
         self._load_timer = QTimer(self)
         self._load_timer.setInterval(1000)
         self._load_timer.timeout.connect(self._show_load_progress)
 
+        self.apply_appearance(settings.appearance)
+        app = QApplication.instance()
+        if isinstance(app, QApplication):  # "Same as the system" follows a change of the desktop's scheme
+            app.styleHints().colorSchemeChanged.connect(self._on_color_scheme)
         self.setAcceptDrops(True)  # drop a .gguf to open it, documents or folders to index them
         self._make_actions()
         self._connect()
@@ -144,7 +161,13 @@ class MainWindow(QMainWindow):
         recent = self.store.list_conversations()
         if recent:
             self.session.open_conversation(recent[0].id)
+            self._last_collections = recent[0].collections
         self._update_page()
+
+    def _answer_settings(self) -> Settings:
+        """Settings for the next answer: the composer's thinking budget, when one is chosen, wins."""
+        budget = self.composer.think_budget()
+        return self.settings if budget is None else replace(self.settings, think_budget=budget)
 
     # --- setup ------------------------------------------------------------------------------------------------
 
@@ -193,23 +216,33 @@ class MainWindow(QMainWindow):
         c.modelLoadFailed.connect(self._on_model_failed)
         c.promptProgress.connect(self._on_prompt_progress)
         self.welcome.openModelRequested.connect(self.choose_model)
+        picker = self.header.picker
+        picker.modelChosen.connect(self._use_model)
+        picker.openRequested.connect(self.choose_model)
+        picker.manageRequested.connect(lambda: self.open_models())
+        picker.menu_.aboutToShow.connect(self._fill_model_picker)
+        self.empty_chat.exampleChosen.connect(self._ask_example)
         self.welcome.downloadRequested.connect(self._download_recommended)
         self.composer.sendRequested.connect(self._send)
         self.composer.stopRequested.connect(self.session.stop)
         self.composer.systemPromptRequested.connect(self.edit_system_prompt)
         self.session.busyChanged.connect(self.composer.set_busy)
+        if self.documents is not None:
+            self.session.busyChanged.connect(lambda _busy: self._on_index_progress(self.documents.progress_state))
         self.session.statsChanged.connect(self._on_stats)
         self.session.conversationsChanged.connect(self._refresh_conversations)
         self.session.conversationOpened.connect(self._on_conversation_opened)
         self.session.problem.connect(lambda text: self.statusBar().showMessage(text, 8000))
         panel = self.conversations
         panel.conversationSelected.connect(self._open_conversation)
+        panel.conversationActivated.connect(self._activate_conversation)
         panel.newRequested.connect(self.new_chat)
         panel.renameRequested.connect(self.rename_conversation)
         panel.deleteRequested.connect(self.delete_conversation)
         panel.exportRequested.connect(self.export_conversation)
         panel.searchChanged.connect(lambda _text: self._refresh_conversations())
         self.session.editRequested.connect(self.begin_edit)
+        self.session.regenerateRequested.connect(self.regenerate)
         self.session.sourceOpenRequested.connect(self.open_source)
         self.composer.documents_menu.aboutToShow.connect(self._fill_documents_menu)
         if self.documents is not None:
@@ -229,6 +262,7 @@ class MainWindow(QMainWindow):
 
         if remember:
             self._remember_on_load = path
+        self._load_guard.begin(path)
 
         # The same load `enclave chat` asks for: settings, then this model's own overrides; the rest is Auto and the
         # engine's load plan decides (the status bar then says where the model runs).
@@ -239,6 +273,11 @@ class MainWindow(QMainWindow):
         start = str(Path(self.settings.model_path).parent) if self.settings.model_path else str(Path.home())
         path, _ = QFileDialog.getOpenFileName(self, "Open a model", start, "GGUF models (*.gguf);;All files (*)")
         if path:
+            from enclave.models.installed import ModelError, ModelRegistry, import_model
+
+            # Listed in Models like a dropped file; a file that can't be listed still gets the engine's own word.
+            with contextlib.suppress(ModelError):
+                import_model(ModelRegistry(app_paths().ensure().data / "models.json"), Path(path))
             self.load_model(path, remember=True)
 
     @staticmethod
@@ -271,9 +310,13 @@ class MainWindow(QMainWindow):
             self.add_documents(documents)
             return
         event.acceptProposedAction()
+        self._open_model_file(path)
+
+    def _open_model_file(self, path: str) -> None:
+        """A file opened or dropped becomes an imported (unverified) model, listed in Models, and is loaded."""
         from enclave.models.installed import ModelError, ModelRegistry, import_model
 
-        try:  # dropped files become imported (unverified) models, listed in Settings → Models
+        try:
             import_model(ModelRegistry(app_paths().ensure().data / "models.json"), Path(path))
         except ModelError as exc:
             self.statusBar().showMessage(str(exc), 15000)
@@ -292,6 +335,20 @@ class MainWindow(QMainWindow):
         self._load_timer.start()
         self._show_load_progress()
         self._update_page()
+
+    def _fill_model_picker(self) -> None:
+        from enclave.models.installed import ModelRegistry
+
+        try:
+            models = ModelRegistry(app_paths().ensure().data / "models.json").models()
+        except (OSError, ValueError):
+            models = []
+        self.header.picker.set_installed([(m.name, m.path) for m in models if m.role == "chat"])
+
+    @Slot(str)
+    def _ask_example(self, text: str) -> None:
+        self.composer.editor.setPlainText(text)
+        self._send(text)
 
     @Slot(float)
     def _on_load_progress(self, fraction: float) -> None:
@@ -314,10 +371,12 @@ class MainWindow(QMainWindow):
         done = f"{fraction:.0%} · " if fraction is not None else ""
         text = f"Loading {self._loading_name}… {done}{elapsed:.0f} s"
         self.model_label.setText(text)
+        self.header.show_model(None, text)
         self.welcome.show_loading(text)
 
     @Slot(object)
     def _on_model_loaded(self, info: ModelInfo) -> None:
+        self._load_guard.succeeded()
         remember = self._remember_on_load
         if remember is not None and Path(remember) == Path(info.path):
             self._remember_on_load = None
@@ -327,6 +386,8 @@ class MainWindow(QMainWindow):
         self.load_progress.hide()
         self.cancel_load_button.hide()
         self.welcome.reset()
+        self.header.show_model(info)
+        self.empty_chat.set_model(info.name, reasoning=info.reasoning)
         self.model_label.setText(f"{info.name} · {info.placement or info.chat_format}")
         self.model_label.setToolTip(
             f"{info.path}\nRuns on: {info.placement}\nPrompt format: {info.chat_format} ({info.chat_format_source})\n"
@@ -342,36 +403,55 @@ class MainWindow(QMainWindow):
             if recent:
                 self.session.open_conversation(recent[0].id)
             else:
-                self.session.new_conversation()
+                self.new_chat()
         self._update_page()
         self.composer.editor.setFocus()
 
-    @Slot(str)
-    def _on_model_failed(self, message: str) -> None:
+    @Slot(str, bool)
+    def _on_model_failed(self, message: str, crashed: bool = False) -> None:
+        self._load_guard.failed(crashed=crashed, message=message)
+        self.show_model_problem(message)
+
+    def show_model_problem(self, message: str) -> None:
+        """No model is in use, and why (a failed load, or a model not reopened at start after a crash)."""
         self._load_timer.stop()
         self.load_progress.hide()
         self.cancel_load_button.hide()
         self.model_label.setText("No model")
+        self.header.show_model(self.controller.model)
         self.welcome.show_error(message)
         self.statusBar().showMessage(message, 15000)
         self._update_page()
 
     @Slot(str, int, int)
-    def _on_prompt_progress(self, _request_id: str, evaluated: int, total: int, seconds_left: float) -> None:
+    def _on_prompt_progress(self, request_id: str, evaluated: int, total: int, seconds_left: float) -> None:
+        """Long prompts (documents, long chats) take a while before the first word: say how far, in the answer
+        itself and in the status bar."""
         if total > 256 and evaluated < total:
-            text = f"Reading the conversation… {100 * evaluated // total} %"
+            text = f"Reading the conversation ({total:,} tokens)… {100 * evaluated // total} %"
             if seconds_left >= 1:
-                text += f" (about {round(seconds_left)} s left)"
+                text += f", about {round(seconds_left)} s left"
             self.statusBar().showMessage(text, 2000)
+            self.session.show_progress(request_id, text)
         elif total > 256:
             self.statusBar().clearMessage()
+            self.session.show_progress(request_id, "Read the conversation; the answer starts…")
 
     def _update_page(self) -> None:
+        """The chat needs a model: without one (and none loading) the welcome page says how to get one. Past chats
+        stay readable: picking one in the list shows it, and asking there brings the welcome page back."""
         has_model = self.controller.model is not None
-        show_chat = has_model or (self.session.conversation_id is not None and not self.controller.loading)
-        if not has_model and self.session.conversation_id is None:
-            show_chat = False
+        reading = self._reading_without_model and not self.controller.loading
+        show_chat = self.session.conversation_id is not None and (has_model or reading)
         self.pages.setCurrentWidget(self.chat_page if show_chat else self.welcome)
+        self._update_body()
+        if not show_chat:
+            self.welcome.focus_first()
+
+    def _update_body(self) -> None:
+        """A chat with no messages yet shows the page that helps start one."""
+        empty = not self.transcript.cards() and self.controller.model is not None
+        self.chat_body.setCurrentWidget(self.empty_chat if empty else self.transcript)
 
     # --- chats ------------------------------------------------------------------------------------------------
 
@@ -384,12 +464,14 @@ class MainWindow(QMainWindow):
     def _open_conversation(self, conversation_id: int) -> None:
         self.composer.cancel_edit()
         self.session.open_conversation(conversation_id)
+        self._reading_without_model = self.controller.model is None
         self._update_page()
 
     @Slot(int)
     def _on_conversation_opened(self, conversation_id: int) -> None:
         self._refresh_conversations()
         self._show_chat_collections()
+        self._update_body()
         messages = self.store.messages(conversation_id)
         last = next((m for m in reversed(messages) if m.stats is not None), None)
         if last is not None and last.stats is not None and last.stats.context_size:
@@ -397,22 +479,67 @@ class MainWindow(QMainWindow):
         elif self.controller.model is not None:
             self._show_context(0, self.controller.model.n_ctx)
 
+    @Slot(int)
+    def _activate_conversation(self, conversation_id: int) -> None:
+        self._open_conversation(conversation_id)
+        if self.pages.currentWidget() is self.chat_page:
+            self.composer.editor.setFocus(Qt.FocusReason.OtherFocusReason)
+
+    def _needs_model(self) -> None:
+        """Asked for a chat with no model: the welcome page explains how to get one (nothing is saved)."""
+        self._reading_without_model = False
+        self.welcome.show_needs_model()
+        self._update_page()
+
     @Slot()
     def new_chat(self) -> None:
+        """Start a chat. It answers from the same documents as the chat you were in (or the documents you last
+        added), shown on the composer's Documents button; an empty chat is reused rather than saved again."""
         if self.session.busy:
             return
         self.composer.cancel_edit()
-        self.session.new_conversation()
+        if self.controller.model is None and not self.controller.loading:
+            self._needs_model()
+            return
+        collections = self._chat_collections() or self._last_collections
+        current = self.session.conversation()
+        if current is not None and not self.store.messages(current.id):
+            conversation_id = current.id  # already a blank chat: don't pile up empty ones
+        else:
+            conversation_id = self.session.new_conversation()
+        if collections and not self._chat_collections():
+            self.store.set_collections(conversation_id, list(collections))
+        self._show_chat_collections()
         self._update_page()
         self.composer.editor.setFocus()
 
     @Slot(str)
     def _send(self, text: str) -> None:
+        if self.controller.model is None:
+            self._needs_model()  # the typed text stays in the composer
+            return
         editing = self.composer.editing_message_id
         if self.session.send(text, replace_from=editing):
             self.composer.finish_edit()
             self.composer.editor.clear()
             self._update_page()
+
+    @Slot(int)
+    def regenerate(self, message_id: int) -> None:
+        """Write an answer again; when later messages would be replaced, say how many and ask first."""
+        later = self.session.messages_after(message_id)
+        if later and not self.session.busy:
+            noun = "message" if later == 1 else "messages"
+            answer = QMessageBox.question(
+                self,
+                "Regenerate this answer?",
+                f"Regenerating this answer also deletes the {later} later {noun} in this chat. This cannot be undone.",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+                QMessageBox.StandardButton.Cancel,
+            )
+            if answer != QMessageBox.StandardButton.Yes:
+                return
+        self.session.regenerate(message_id)
 
     @Slot(int)
     def begin_edit(self, message_id: int) -> None:
@@ -424,6 +551,10 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def escape(self) -> None:
+        search = self.conversations.search
+        if search.hasFocus() and search.text():
+            search.clear()  # Esc in the search box clears it (and lists every chat again)
+            return
         if self.controller.loading:
             self.cancel_load()
         elif self.session.busy:
@@ -577,6 +708,7 @@ class MainWindow(QMainWindow):
         if used:
             names.append(name)
         self.store.set_collections(conversation.id, names)
+        self._last_collections = tuple(names)
         self._show_chat_collections()
 
     @Slot()
@@ -611,8 +743,10 @@ class MainWindow(QMainWindow):
         self.documents.add_paths(paths, collection)
         if self.session.conversation_id is not None and collection not in self._chat_collections():
             self._use_collection(collection, True)
+        self._last_collections = self._chat_collections() or (collection,)
         count = f"{len(paths)} item{'s' if len(paths) != 1 else ''}"
-        self.statusBar().showMessage(f"Indexing {count} into “{collection}” — this chat answers from it", 8000)
+        where = "this chat and new chats answer from it" if self.session.conversation_id else "new chats answer from it"
+        self.statusBar().showMessage(f"Indexing {count} into “{collection}” — {where}", 8000)
 
     def open_documents(self, collection: str | None = None) -> DocumentsDialog | None:
         if self.documents is None:
@@ -636,7 +770,12 @@ class MainWindow(QMainWindow):
             return
         paused = self.documents is not None and self.documents.paused
         done = f"{progress.files_done:,} / {progress.files_total:,}"
-        self.indexing_button.setText(f"Indexing paused · {done}" if paused else f"Indexing {done}")
+        if paused:
+            self.indexing_button.setText(f"Indexing paused · {done}")
+        elif self.session.busy:  # indexing waits while the model answers: both want every core
+            self.indexing_button.setText(f"Indexing waits for the answer · {done}")
+        else:
+            self.indexing_button.setText(f"Indexing {done}")
         self.indexing_button.setToolTip(progress_text(progress))
         self.indexing_button.show()
 
@@ -679,7 +818,11 @@ class MainWindow(QMainWindow):
             placement=model.placement if model is not None else "",
             devices=[(g.device, f"{g.name} ({g.device})") for g in (probed.gpus if probed else ()) if g.device],
         )
-        if dialog.exec() and dialog.result_settings is not None:
+        dialog.appearanceChanged.connect(self.apply_appearance)  # previewed live
+        accepted = dialog.exec()
+        if not accepted or dialog.result_settings is None:
+            self.apply_appearance(self.settings.appearance)
+        if accepted and dialog.result_settings is not None:
             reload = dialog.model_changed()
             chosen_settings = dialog.result_settings
             model_path = chosen_settings.model_path
@@ -699,6 +842,16 @@ class MainWindow(QMainWindow):
                     self.statusBar().showMessage(f"Could not change the embedding model: {exc}", 10000)
                     return
                 self._use_embedding_model(registry.get(chosen).path if chosen else None)
+
+    @Slot(str)
+    def apply_appearance(self, appearance: str) -> None:
+        app = QApplication.instance()
+        if isinstance(app, QApplication):
+            apply_appearance(app, appearance)
+
+    def _on_color_scheme(self, _scheme: object) -> None:
+        if self.settings.appearance == "system":
+            self.apply_appearance("system")
 
     @Slot(str)
     def _use_embedding_model(self, path: str | None) -> None:

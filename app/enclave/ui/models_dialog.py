@@ -55,7 +55,31 @@ def fit_text(estimate: FitEstimate) -> str:
 
 
 def gb(size: int) -> str:
+    """1.2 GB, or 91 MB for a small model (a MiniLM would otherwise read "0.0 GB")."""
+    if size < 1e9:
+        return f"{max(1, round(size / 1e6))} MB"
     return f"{size / 1e9:.1f} GB"
+
+
+# What the download reports when there is no network, worded by the OS, urllib3 or huggingface_hub.
+OFFLINE_MARKERS = (
+    "name or service not known",
+    "temporary failure in name resolution",
+    "nodename nor servname",
+    "getaddrinfo failed",
+    "network is unreachable",
+    "failed to resolve",
+    "failed to establish a new connection",
+    "no route to host",
+)
+OFFLINE_TEXT = "No internet connection — Enclave works offline; downloading a model needs a connection."
+
+
+def download_error_text(text: str) -> str:
+    """The sentence a failed download shows: a missing connection in plain words, anything else as reported."""
+    if any(marker in text.lower() for marker in OFFLINE_MARKERS):
+        return OFFLINE_TEXT
+    return f"The download failed: {text}"
 
 
 class ModelsDialog(QDialog):
@@ -112,15 +136,17 @@ class ModelsDialog(QDialog):
         self.cancel_button.clicked.connect(downloads.cancel)
 
         # --- installed ---
-        self.table = QTableWidget(0, 5, self)
+        self.table = QTableWidget(0, 6, self)
         self.table.setAccessibleName("Installed models")
-        self.table.setHorizontalHeaderLabels(["Model", "Quant", "Size", "Source", "On this computer"])
+        self.table.setHorizontalHeaderLabels(["Model", "Quant", "Size", "Source", "On this computer", "Runs on"])
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
         self.table.verticalHeader().hide()
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.setSelectionMode(QTableWidget.SelectionMode.SingleSelection)
+        self.table.itemSelectionChanged.connect(self._update_buttons)
         self.use_button = QPushButton("Use for chat", self)
         self.use_button.setAccessibleName("Use the selected model for chat")
         self.use_button.clicked.connect(self.use_selected)
@@ -140,6 +166,11 @@ class ModelsDialog(QDialog):
         self.import_button.clicked.connect(self.import_file)
         self.message = QLabel(self)
         self.message.setWordWrap(True)
+        self.retry_button = QPushButton("Retry", self)
+        self.retry_button.setAccessibleName("Retry the download")
+        self.retry_button.clicked.connect(self.retry)
+        self.retry_button.hide()
+        self._last_entry: CatalogEntry | None = None
 
         recommended = QGroupBox("Recommended for this computer", self)
         rec_layout = QVBoxLayout(recommended)
@@ -174,7 +205,10 @@ class ModelsDialog(QDialog):
         layout = QVBoxLayout(self)
         layout.addWidget(recommended)
         layout.addWidget(installed, 1)
-        layout.addWidget(self.message)
+        message_row = QHBoxLayout()
+        message_row.addWidget(self.message, 1)
+        message_row.addWidget(self.retry_button)
+        layout.addLayout(message_row)
 
         downloads.progress.connect(self._on_progress)
         downloads.finished.connect(self._on_finished)
@@ -205,9 +239,16 @@ class ModelsDialog(QDialog):
         if free is not None and free < entry.total_size:
             self.message.setText(f"{entry.display_name} needs {gb(entry.total_size)}; only {gb(free)} is free.")
             return
+        self._last_entry = entry
+        self.retry_button.hide()
         if self.downloads.start(entry):
             self.message.setText(f"Downloading {entry.display_name}…")
             self._set_downloading(True)
+
+    @Slot()
+    def retry(self) -> None:
+        if self._last_entry is not None:
+            self._start(self._last_entry)
 
     @Slot()
     def download_recommended(self) -> None:
@@ -251,7 +292,8 @@ class ModelsDialog(QDialog):
     @Slot(str)
     def _on_failed(self, text: str) -> None:
         self._set_downloading(False)
-        self.message.setText(f"The download failed: {text}")
+        self.message.setText(download_error_text(text))
+        self.retry_button.setVisible(self._last_entry is not None)
 
     @Slot(str)
     def _on_paused(self, text: str) -> None:
@@ -272,13 +314,41 @@ class ModelsDialog(QDialog):
             entry = self.catalog.get(model.catalog_id) if model.catalog_id else None
             fit = fit_text(estimate_entry(entry, self.hardware)) if entry is not None else self._fit_of_file(model)
             source = "verified download" if model.verified else "imported (unverified)"
-            values = [model.name, model.quant, gb(model.size), source, fit]
+            values = [model.name, model.quant, gb(model.size), source, fit, self._runs_on(model)]
             for column, value in enumerate(values):
                 item = QTableWidgetItem(value)
                 item.setData(Qt.ItemDataRole.UserRole, model.id)
+                item.setToolTip(value)
                 self.table.setItem(row, column, item)
-        self.use_button.setEnabled(bool(models))
-        self.remove_button.setEnabled(bool(models))
+        self._update_buttons()
+
+    @Slot()
+    def _update_buttons(self) -> None:
+        """Use, Remove and Model settings act on the selected row: disabled (and saying why) without one."""
+        model = self.selected() if self.table.selectedItems() else None
+        for button in (self.use_button, self.remove_button, self.settings_button):
+            button.setEnabled(model is not None)
+        embedding = model is not None and model.role == "embedding"
+        self.use_button.setText("Use for documents" if embedding else "Use for chat")
+        self.use_button.setToolTip("" if model is not None else "Select a model in the list first")
+
+    def _runs_on(self, model: InstalledModel) -> str:
+        """Where the model would run: "Auto (planned: GPU: 28 of 36 layers · …)", or the model's own settings."""
+        if model.role != "chat":
+            return "CPU (embedding)"
+        from enclave.models.placement import PlanChoices, PlanError, plan_load
+
+        overrides = model.overrides
+        choices = PlanChoices(
+            context_length=_int_or_none(overrides.get("context_length")),
+            gpu_layers=_int_or_none(overrides.get("gpu_layers")),
+            kv_cache_type=str(overrides["kv_cache_type"]) if "kv_cache_type" in overrides else None,
+        )
+        try:
+            plan = plan_load(Path(model.path), self.hardware, choices)
+        except (PlanError, ValueError, OSError) as exc:
+            return f"Auto (cannot plan: {exc})"
+        return f"Auto (planned: {plan.summary()})" if not plan.user_fields else plan.summary()
 
     def _fit_of_file(self, model: InstalledModel) -> str:
         """Fit from the file's own header (imported models have no catalog facts)."""
@@ -366,6 +436,10 @@ class ModelsDialog(QDialog):
         self.message.setText(f"Imported {model.name} (unverified: it did not come from the catalog).")
         self.refresh()
         return model
+
+
+def _int_or_none(value: object) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 class ModelSettingsDialog(QDialog):

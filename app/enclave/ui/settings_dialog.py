@@ -1,10 +1,15 @@
-"""Settings → a form over the typed Settings; validation comes from the settings module, not from the widgets."""
+"""Settings → a form over the typed Settings; validation comes from the settings module, not from the widgets.
+
+One group per area (Model, Thinking, Documents, Appearance, Privacy, Advanced), each row with a line of help. To add
+a setting, add its widget in ``__init__`` and a row to its area's group (or a new group) in ``_layout_groups``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
 
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -13,21 +18,29 @@ from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPlainTextEdit,
     QPushButton,
+    QScrollArea,
     QSpinBox,
+    QVBoxLayout,
     QWidget,
 )
 
 from enclave.settings.settings import Settings, SettingsError, validate
+from enclave.ui.style import SPACE_M, SPACE_S, TYPE_CAPTION, mute, scaled_font
+
+APPEARANCE_LABELS = (("Same as the system", "system"), ("Light", "light"), ("Dark", "dark"))
 
 MODEL_FIELDS = ("model_path", "context_length", "gpu_layers", "kv_cache_type", "threads", "device")
 
 
 class SettingsDialog(QDialog):
+    appearanceChanged = Signal(str)  # previewed live; Cancel goes back to the original
+
     def __init__(
         self,
         settings: Settings,
@@ -53,6 +66,7 @@ class SettingsDialog(QDialog):
         browse.setAccessibleName("Choose a model file")
         browse.clicked.connect(self._browse)
         model_row = QHBoxLayout()
+        model_row.setContentsMargins(0, 0, 0, 0)
         model_row.addWidget(self.model_path, 1)
         model_row.addWidget(browse)
 
@@ -100,29 +114,104 @@ class SettingsDialog(QDialog):
         index = self.embedding.findData(embedding_active) if embedding_active else 0
         self.embedding.setCurrentIndex(max(0, index))
         self._embedding_original = self.chosen_embedding
+        self.appearance = QComboBox(self)
+        self.appearance.setAccessibleName("Appearance")
+        for label, value in APPEARANCE_LABELS:
+            self.appearance.addItem(label, value)
+        self.appearance.setCurrentIndex(max(0, self.appearance.findData(settings.appearance)))
+        self.appearance.currentIndexChanged.connect(lambda _i: self.appearanceChanged.emit(self.chosen_appearance))
         self.error = QLabel(self)
         self.error.setWordWrap(True)
         self.error.hide()
+        self.model_row = model_row
 
-        form = QFormLayout(self)
-        form.addRow("Model file", model_row)
-        form.addRow("Run on", self.device)
-        form.addRow("Context length", self.context)
-        form.addRow("GPU layers", self.gpu_layers)
-        form.addRow("KV cache", self.kv_cache)
-        form.addRow("", self.plan)
-        form.addRow("CPU threads", self.threads)
-        form.addRow("Temperature", self._with_default(self.temperature, self.temperature_default))
-        form.addRow("Top-p", self._with_default(self.top_p, self.top_p_default))
-        form.addRow("Maximum answer length", self.max_tokens)
-        form.addRow("Thinking budget", self.think_budget)
-        form.addRow("Default system prompt", self.system_prompt)
-        form.addRow("Document embeddings", self.embedding)
-        form.addRow(self.error)
+        content = QWidget(self)
+        self.groups = QVBoxLayout(content)
+        self.groups.setSpacing(SPACE_M)
+        self._layout_groups()
+        self.groups.addStretch(1)
+        scroll = QScrollArea(self)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setWidget(content)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel, self)
         buttons.accepted.connect(self._accept)
         buttons.rejected.connect(self.reject)
-        form.addRow(buttons)
+        outer = QVBoxLayout(self)
+        outer.addWidget(scroll, 1)
+        outer.addWidget(self.error)
+        outer.addWidget(buttons)
+        self.resize(640, 720)
+
+    def _layout_groups(self) -> None:
+        model = self.group("Model", "Which model answers, and how much of it runs on the GPU. Auto lets Enclave plan.")
+        self.row(model, "Model file", self.model_row, "A .gguf file; Models… lists the ones installed.")
+        self.row(model, "Run on", self.device, "Auto prefers a discrete GPU; CPU only if a GPU driver misbehaves.")
+        self.row(model, "Context length", self.context, "How much of the chat the model can see at once.")
+        self.row(model, "GPU layers", self.gpu_layers, "More layers on the GPU answer faster; Auto fits what fits.")
+        self.row(model, "", self.plan)
+        thinking = self.group("Thinking", "How DeepSeek R1 reasons and answers.")
+        self.row(thinking, "Thinking budget", self.think_budget, "Cap the reasoning before the answer (per chat).")
+        self.row(thinking, "Maximum answer length", self.max_tokens, "Longer answers are cut off, with Continue.")
+        self.row(
+            thinking,
+            "Temperature",
+            self._with_default(self.temperature, self.temperature_default),
+            "Lower is more focused, higher more varied; R1 is tuned for 0.6.",
+        )
+        self.row(thinking, "Top-p", self._with_default(self.top_p, self.top_p_default))
+        self.row(thinking, "Default system prompt", self.system_prompt, "Instructions every new chat starts with.")
+        documents = self.group("Documents", "Documents dropped on the window are searched to answer, with citations.")
+        self.row(documents, "Search by meaning with", self.embedding, "Without a model, search matches keywords.")
+        appearance = self.group("Appearance", "")
+        self.row(appearance, "Theme", self.appearance, "Applied at once; “system” follows the desktop.")
+        self.group(
+            "Privacy",
+            "Chats, documents and models stay on this computer. Nothing is sent anywhere unless you start a model "
+            "download; the Hugging Face token (for gated models) is kept in the system keyring.",
+        )
+        advanced = self.group("Advanced", "Leave these on Auto unless you know your hardware.")
+        self.row(advanced, "KV cache", self.kv_cache, "Smaller types fit a longer context in the same memory.")
+        self.row(advanced, "CPU threads", self.threads, "Automatic uses the physical cores.")
+
+    def group(self, title: str, help_text: str) -> QFormLayout:
+        """A titled group with a line of help; returns its form for rows."""
+        box = QGroupBox(title, self)
+        box.setAccessibleName(title)
+        form = QFormLayout(box)
+        form.setVerticalSpacing(SPACE_S)
+        if help_text:
+            label = QLabel(help_text, box)
+            label.setWordWrap(True)
+            mute(label)
+            form.addRow(label)
+        self.groups.addWidget(box)
+        return form
+
+    def row(self, form: QFormLayout, label: str, field: QWidget | QHBoxLayout, help_text: str = "") -> None:
+        if isinstance(field, QHBoxLayout):
+            holder = QWidget(self)
+            field.setContentsMargins(0, 0, 0, 0)
+            holder.setLayout(field)
+            field = holder
+        if help_text:
+            field.setToolTip(help_text)
+            box = QWidget(self)
+            column = QVBoxLayout(box)
+            column.setContentsMargins(0, 0, 0, 0)
+            column.setSpacing(2)
+            column.addWidget(field)
+            line = QLabel(help_text, box)
+            line.setWordWrap(True)
+            line.setFont(scaled_font(line, TYPE_CAPTION))
+            mute(line)
+            column.addWidget(line)
+            field = box
+        form.addRow(label, field)
+
+    @property
+    def chosen_appearance(self) -> str:
+        return str(self.appearance.currentData())
 
     def _spin(self, low: int, high: int, value: int, accessible: str, step: int = 1) -> QSpinBox:
         spin = QSpinBox(self)
@@ -173,6 +262,7 @@ class SettingsDialog(QDialog):
             max_tokens=self.max_tokens.value(),
             think_budget=self.think_budget.value(),
             default_system_prompt=self.system_prompt.toPlainText(),
+            appearance=self.chosen_appearance,
         )
 
     def _accept(self) -> None:

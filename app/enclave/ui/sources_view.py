@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 from collections.abc import Collection, Sequence
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtWidgets import QFrame, QLabel, QVBoxLayout, QWidget
 
 from enclave.storage.chats import MessageSource
@@ -90,6 +90,12 @@ class SourcesView(QFrame):
         self.title.setVisible(bool(sources))
         self._refresh()
         self.setVisible(bool(sources) or bool(note))
+
+    def changeEvent(self, event: QEvent) -> None:
+        """Links and muted text are written into the rows' HTML: write them again in the new palette's colours."""
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange:
+            self._refresh()
 
     def _refresh(self) -> None:
         muted = muted_text(self.palette()).name()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, Qt, QTimer, Signal
 from PySide6.QtGui import QPalette, QTextCursor
 from PySide6.QtWidgets import QHBoxLayout, QPushButton, QToolButton, QVBoxLayout, QWidget
 
@@ -53,9 +53,7 @@ class ThinkingSection(QWidget):
         self.body = AutoHeightBrowser(self, max_height=BODY_MAX_HEIGHT)
         self.body.setAccessibleName("The model's thinking")
         self.body.setAcceptRichText(False)
-        palette = self.body.palette()
-        palette.setColor(QPalette.ColorRole.Text, palette.color(QPalette.ColorRole.PlaceholderText))
-        self.body.setPalette(palette)
+        self._tint_body()
         self.body.document().setDocumentMargin(4)
 
         self._tick = QTimer(self)
@@ -76,6 +74,17 @@ class ThinkingSection(QWidget):
         self._set_expanded(False)
 
     # --- streaming --------------------------------------------------------------------------------------------
+
+    def _tint_body(self) -> None:
+        """Thinking reads as secondary text: the palette's placeholder colour, taken again when the palette changes."""
+        palette = QPalette(self.palette())
+        palette.setColor(QPalette.ColorRole.Text, palette.color(QPalette.ColorRole.PlaceholderText))
+        self.body.setPalette(palette)
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange and hasattr(self, "body"):
+            self._tint_body()
 
     def start(self, started_at: float | None = None) -> None:
         """The model began thinking (at ``started_at``, a time.monotonic() value; default: now): open, start clock."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QKeyEvent, QShowEvent
 from PySide6.QtWidgets import QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from enclave.ui.style import mute, scaled_font
@@ -64,6 +65,28 @@ class WelcomePage(QWidget):
         layout.addWidget(self.progress, 0, Qt.AlignmentFlag.AlignHCenter)
         layout.addWidget(self.status)
         layout.addStretch(3)
+
+    def focus_first(self) -> None:
+        """Keyboard focus starts on the page's main action (Enter presses it), not on the chat list."""
+        if self.isVisible():
+            target = self.open_button if self.open_button.isEnabled() else self.download_button
+            target.setFocus(Qt.FocusReason.OtherFocusReason)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        """Enter presses the focused button, as in a dialog (a plain page would ignore it)."""
+        focused = self.focusWidget()
+        enter = event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)
+        if enter and isinstance(focused, QPushButton) and focused.isEnabled() and self.isAncestorOf(focused):
+            focused.click()
+            return
+        super().keyPressEvent(event)
+
+    def show_needs_model(self) -> None:
+        self.status.setText("A chat needs a model. Open a GGUF file you have, or download the recommended one.")
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        self.focus_first()
 
     def show_recommendation(self, name: str, size_gb: float, reason: str) -> None:
         """Name the variant this computer should run, why, and offer it in one click."""

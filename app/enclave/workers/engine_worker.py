@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from enclave.engine.backend import Backend, EngineCrashedError
+from enclave.engine.backend import Backend, EngineCrashedError, ModelLoadCrashedError
 from enclave.engine.types import (
     ContextTrimmed,
     EngineError,
@@ -45,7 +45,7 @@ class EngineWorker(QObject):
     modelLoading = Signal(str)
     loadProgress = Signal(float)  # the fraction of the model read, 0.0 to 1.0 (from llama.cpp, a few times a second)
     modelLoaded = Signal(object)
-    modelLoadFailed = Signal(str)
+    modelLoadFailed = Signal(str, bool)  # message, and whether the engine's process crashed during the load
     modelUnloaded = Signal()
     contextTrimmed = Signal(str, int)
     promptProgress = Signal(str, int, int, float)  # request id, evaluated, total, seconds left (-1: unknown)
@@ -70,21 +70,21 @@ class EngineWorker(QObject):
     def load(self, request: LoadRequest, cancel: threading.Event) -> None:
         self.modelLoading.emit(request.path)
         if cancel.is_set():  # replaced by a newer load (or cancelled) while it waited in the queue
-            self.modelLoadFailed.emit(f"Loading {Path(request.path).name} was cancelled.")
+            self.modelLoadFailed.emit(f"Loading {Path(request.path).name} was cancelled.", False)
             return
         backend = self._get_backend()
         try:
             info = backend.load(request, cancel, self.loadProgress.emit)
         except EngineError as exc:
-            self._load_failed(backend, str(exc))
+            self._load_failed(backend, str(exc), crashed=isinstance(exc, ModelLoadCrashedError))
         except Exception as exc:  # a bug or a library failure must not kill the engine thread
             log.exception("model load failed")
             self._load_failed(backend, f"Could not load the model: {exc}")
         else:
             self.modelLoaded.emit(info)
 
-    def _load_failed(self, backend: Backend, message: str) -> None:
-        self.modelLoadFailed.emit(message)
+    def _load_failed(self, backend: Backend, message: str, *, crashed: bool = False) -> None:
+        self.modelLoadFailed.emit(message, crashed)
         still = backend.model  # refused before the old model was freed (a missing or damaged file): it stays
         if still is not None:
             self.modelLoaded.emit(still)
@@ -178,7 +178,7 @@ class EngineController(QObject):
     modelLoading = Signal(str)
     loadProgress = Signal(float)  # the fraction of the model read, 0.0 to 1.0
     modelLoaded = Signal(object)
-    modelLoadFailed = Signal(str)
+    modelLoadFailed = Signal(str, bool)  # message, and whether the engine's process crashed during the load
     modelUnloaded = Signal()
     contextTrimmed = Signal(str, int)
     promptProgress = Signal(str, int, int, float)  # request id, evaluated, total, seconds left (-1: unknown)
@@ -316,11 +316,11 @@ class EngineController(QObject):
         self._model = info
         self.modelLoaded.emit(info)
 
-    @Slot(str)
-    def _on_load_failed(self, message: str) -> None:
+    @Slot(str, bool)
+    def _on_load_failed(self, message: str, crashed: bool) -> None:
         self._loading = False
         self._model = None
-        self.modelLoadFailed.emit(message)
+        self.modelLoadFailed.emit(message, crashed)
 
     @Slot()
     def _on_unloaded(self) -> None:
