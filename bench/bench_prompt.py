@@ -1,6 +1,8 @@
 """Prompt reading speed and stop latency: Enclave's engine vs raw llama-cpp-python, in the same run.
 
     python bench/bench_prompt.py [--model PATH] [--threads N] [--runs 5] [--sizes 1500,6000] [--batches ...]
+    GGML_VK_VISIBLE_DEVICES=0 python bench/bench_prompt.py --device Vulkan0 --sizes "" --doc-runs 0 --stops 0 \
+        --sweep-size 1500      # the batch sweep on a Vulkan device (lavapipe here)
 
 Each measurement runs in a fresh process (one model, one thread pool per process, as in the app), the two sides
 alternate (app first on odd runs, raw first on even runs), and each side is warmed up inside its process with a short
@@ -83,7 +85,9 @@ def child(args: argparse.Namespace) -> dict[str, float]:
     greedy = SamplingParams(temperature=0.0, top_k=1, top_p=1.0, min_p=0.0)
     ctx = (args.size or 8192) + 512  # size 0: the documents question, planned for an 8k context
     backend = LlamaCppBackend()
-    backend.load(LoadRequest(path=str(args.model), n_ctx=ctx, n_threads=args.threads, n_batch=args.batch))
+    devices = (args.device,) if args.device else ()
+    load = LoadRequest(path=str(args.model), n_ctx=ctx, n_threads=args.threads, n_batch=args.batch, devices=devices)
+    backend.load(load)
     warm = GenerationRequest(messages=(ChatMessage("user", prompt_text(300)),), sampling=greedy, max_tokens=1)
     text = document_question(backend.count_tokens) if args.size == 0 else prompt_text(args.size)
     request = GenerationRequest(messages=(ChatMessage("user", text),), sampling=greedy, max_tokens=1)
@@ -159,6 +163,7 @@ def spawn(args: argparse.Namespace, side: str, size: int, batch: int) -> dict[st
         f"--size={size}",
         f"--batch={batch}",
         f"--stops={args.stops}",
+        f"--device={args.device}",
     ]
     out = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -173,6 +178,9 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--batches", default="128,256,512,1024,2048")
     parser.add_argument("--stops", type=int, default=10)
+    parser.add_argument("--device", default="", help="llama.cpp device (e.g. Vulkan0, CPU); default: Auto")
+    parser.add_argument("--sweep-size", type=int, default=1500, help="prompt tokens for the n_batch sweep")
+    parser.add_argument("--sweep-runs", type=int, default=3)
     parser.add_argument("--doc-runs", type=int, default=5, help="documents-question time to first token (0: skip)")
     parser.add_argument("--size", type=int, default=1500, help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=("app", "raw", "stop"), help=argparse.SUPPRESS)
@@ -224,10 +232,20 @@ def main() -> int:
             f"{statistics.median(raw_first):.2f} s (min {min(raw_first):.2f})"
         )
     if args.batches:
-        print("\n== raw Llama.eval tok/s by n_batch (= n_ubatch), ~1500-token prompt, min/median of 3")
-        for batch in (int(b) for b in args.batches.split(",") if b):
-            rates = [r["tokens"] / r["seconds"] for r in (spawn(args, "raw", 1500, batch) for _ in range(3))]
-            print(f"   n_batch {batch:5d}: min {min(rates):.0f}  median {statistics.median(rates):.0f} tok/s")
+        where = args.device or "Auto device"
+        print(
+            f"\n== raw Llama.eval tok/s by n_batch (= n_ubatch) on {where}, ~{args.sweep_size}-token prompt, "
+            f"min/median of {args.sweep_runs}, batch sizes in rotating order"
+        )
+        batches = [int(b) for b in args.batches.split(",") if b]
+        rates_by: dict[int, list[float]] = {b: [] for b in batches}
+        for run in range(args.sweep_runs):
+            for batch in batches[run % len(batches) :] + batches[: run % len(batches)]:
+                r = spawn(args, "raw", args.sweep_size, batch)
+                rates_by[batch].append(r["tokens"] / r["seconds"])
+        for batch in batches:
+            rates = rates_by[batch]
+            print(f"   n_batch {batch:5d}: min {min(rates):.1f}  median {statistics.median(rates):.1f} tok/s")
     if args.stops:
         result = spawn(args, "stop", 6000, args.batch)
         print(

@@ -20,6 +20,7 @@ from enclave.models.fit import GPU_RESERVE, FitOptions, compute_buffer_bytes, fa
 from enclave.models.gguf import read_gguf_header
 from enclave.models.hardware import GPUInfo, Hardware
 from enclave.models.placement import (
+    DEFAULT_BATCH,
     DEFAULT_CONTEXT_CAP,
     PlanChoices,
     PlanError,
@@ -84,7 +85,7 @@ def test_gemma_partially_offloaded_lands_where_the_plan_said(gemma_path: Path, r
     facts = facts_from_headers([read_gguf_header(gemma_path)])
     ctx = 2048
     # A pretend GPU budget: the device's reserve and compute buffer, the output layer and about four blocks.
-    compute = compute_buffer_bytes(facts, ctx, FitOptions(context=ctx))
+    compute = compute_buffer_bytes(facts, ctx, FitOptions(context=ctx, n_ubatch=DEFAULT_BATCH["gpu"]))
     per_block = facts.layer_bytes[-1] + kv_cache_bytes(facts, ctx) // facts.block_count
     limit = GPU_RESERVE + compute + facts.output_bytes + 4 * per_block + per_block // 2
     result = load_on_rpc(rpc_endpoint, path=str(gemma_path), n_ctx=ctx, gpu_memory_limit=limit)
@@ -106,7 +107,7 @@ def test_moe_experts_stay_in_ram_and_the_rest_goes_to_the_device(tmp_path: Path,
     facts = facts_from_headers([read_gguf_header(model)])
     assert facts.is_moe and facts.mla
     ctx = 256
-    options = FitOptions(context=ctx)
+    options = FitOptions(context=ctx, n_ubatch=DEFAULT_BATCH["gpu"])
     dense = sum(lb - eb for lb, eb in zip(facts.layer_bytes, facts.expert_bytes, strict=True))
     base = dense + facts.output_bytes + facts.other_bytes + kv_cache_bytes(facts, ctx, options)
     # Room for everything except the routed experts.
@@ -181,7 +182,7 @@ def test_pretend_gpu_plan_puts_experts_in_ram_by_pattern(tmp_path: Path) -> None
     model = deepseek2_gguf.cached_model_path()
     facts = facts_from_headers([read_gguf_header(model)])
     ctx = 256
-    options = FitOptions(context=ctx)
+    options = FitOptions(context=ctx, n_ubatch=DEFAULT_BATCH["gpu"])
     dense = sum(lb - eb for lb, eb in zip(facts.layer_bytes, facts.expert_bytes, strict=True))
     base = dense + facts.output_bytes + facts.other_bytes + kv_cache_bytes(facts, ctx, options)
     vram = GPU_RESERVE + compute_buffer_bytes(facts, ctx, options) + base + 1000

@@ -24,6 +24,15 @@ EXIT_GENERATION = 4
 EXIT_INTERRUPTED = 130
 
 
+def _device_choice(device: str | None) -> tuple[str, ...] | None:
+    """``--device``: None keeps the setting, "auto" is Auto (()), "cpu" CPU only, else that llama.cpp device."""
+    if device is None:
+        return None
+    if device.lower() == "auto":
+        return ()
+    return ("CPU",) if device.lower() == "cpu" else (device,)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="enclave", description="Run DeepSeek R1 privately on this computer. Without a command, opens the app."
@@ -44,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     chat.add_argument("--kv-type", choices=("f16", "q8_0", "q4_0"), default=None, help="KV cache type (default: Auto)")
     chat.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: all cores)")
+    chat.add_argument(
+        "--device",
+        default=None,
+        metavar="NAME",
+        help="where the model runs: auto, cpu, or a device `enclave hardware` lists (e.g. Vulkan0); default: Settings",
+    )
     chat.add_argument("--show-plan", action="store_true", help="print where the model runs (stderr)")
     chat.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: model's)")
     chat.add_argument("--seed", type=int, default=None, help="random seed for repeatable output")
@@ -228,6 +243,7 @@ def run_chat(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         n_gpu_layers=args.gpu_layers,
         kv_cache_type=args.kv_type,
         n_threads=args.threads,
+        devices=_device_choice(args.device),
     )
     try:
         info = backend.load(load)

@@ -92,7 +92,12 @@ class Embedder:
     """One GGUF embedding model. Not thread-safe: use it from one thread (the documents worker, or the CLI)."""
 
     def __init__(
-        self, model_path: Path, *, n_threads: int | None = None, batch_tokens: int = DEFAULT_BATCH_TOKENS
+        self,
+        model_path: Path,
+        *,
+        n_threads: int | None = None,
+        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        n_gpu_layers: int = 0,  # 0: the CPU; -1: every layer on llama.cpp's GPU device
     ) -> None:
         from enclave.engine.gguf_check import check_gguf_file
         from enclave.engine.llama_runtime import init_llama_runtime, open_llama
@@ -131,7 +136,7 @@ class Embedder:
                 n_ubatch=self.batch_tokens,  # must equal n_batch, or llama.cpp aborts the process
                 n_threads=threads,
                 n_threads_batch=threads,
-                n_gpu_layers=0,
+                n_gpu_layers=n_gpu_layers,
                 flash_attn=True,
                 verbose=False,
             )

@@ -25,8 +25,8 @@ from enclave.engine.chat_format import ChatFormat, select_chat_format
 from enclave.engine.context import fit_messages
 from enclave.engine.gguf_check import check_gguf_file
 from enclave.engine.llama_runtime import (
+    Device,
     ModelParamsExtra,
-    gpu_devices_present,
     init_llama_runtime,
     open_llama,
     resolve_devices,
@@ -56,6 +56,7 @@ from enclave.engine.types import (
 )
 
 if TYPE_CHECKING:
+    from enclave.models.hardware import Hardware
     from enclave.models.placement import LoadPlan
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ class LlamaCppBackend:
         self._abortable = True  # every layer on the CPU backend, which polls llama.cpp's abort callback
         self._graph_nodes: int | None = None  # abort-callback calls in one batch: progress inside a batch
         self._plan: LoadPlan | None = None
+        self._plan_hardware: Hardware | None = None
         init_llama_runtime()
 
     # --- model lifecycle --------------------------------------------------------------------------------------
@@ -122,9 +124,9 @@ class LlamaCppBackend:
             "q8_0": llama_cpp.GGML_TYPE_Q8_0,
             "q4_0": llama_cpp.GGML_TYPE_Q4_0,
         }[plan.kv_cache_type]
-        devices = resolve_devices(request.devices)
+        devices = self._devices(request)
         extra = ModelParamsExtra(
-            devices=[d.handle for d in devices] if request.devices else None,
+            devices=[d.handle for d in devices],  # always explicit: [] keeps llama.cpp off every GPU (CPU only)
             tensor_overrides=[tensor_override(o) for o in plan.tensor_overrides],
             progress=_load_progress(cancel, progress) if cancel is not None or progress is not None else None,
         )
@@ -147,13 +149,20 @@ class LlamaCppBackend:
         except (ValueError, RuntimeError, OSError) as exc:
             if cancel is not None and cancel.is_set():
                 raise ModelLoadCancelled(f"Loading {path.name} was cancelled.") from exc
+            if devices and plan.n_gpu_layers != 0:
+                names = ", ".join(d.name for d in devices)
+                raise ModelLoadError(
+                    f"llama.cpp could not load {path.name} onto {names}: {exc}. The GPU may not have enough free "
+                    "memory for this plan: lower the GPU layers or the context length, or choose CPU only in "
+                    "Settings → Run on."
+                ) from exc
             raise ModelLoadError(
                 f"llama.cpp could not load {path.name}: {exc}. The file may be damaged, for a model architecture this "
                 "version of Enclave does not support, or too large for this computer's memory."
             ) from exc
         self._llm = llm
         self._n_batch = plan.n_batch
-        offloading = plan.n_gpu_layers != 0 and (bool(request.devices) or gpu_devices_present())
+        offloading = plan.n_gpu_layers != 0 and bool(devices)
         self._abortable = not offloading  # only ggml's CPU backend polls the abort callback
         self._graph_nodes = None
         self._plan = plan
@@ -190,8 +199,10 @@ class LlamaCppBackend:
         """The load plan for ``request`` on this computer, as llama.cpp in this process sees it."""
         from enclave.models.hardware import probe_hardware
         from enclave.models.placement import PlanChoices, PlanError, plan_load
+        from enclave.models.speed import calibrated
 
-        hardware = replace(probe_hardware(), gpus=tuple(d.gpu_info() for d in resolve_devices(request.devices)))
+        hardware = calibrated(replace(probe_hardware(), gpus=tuple(d.gpu_info() for d in self._devices(request))))
+        self._plan_hardware = hardware
         choices = PlanChoices(
             context_length=request.n_ctx,
             gpu_layers=request.n_gpu_layers,
@@ -204,6 +215,17 @@ class LlamaCppBackend:
             return plan_load(Path(request.path), hardware, choices)
         except PlanError as exc:
             raise ModelLoadError(str(exc)) from exc
+
+    @staticmethod
+    def _devices(request: LoadRequest) -> list[Device]:
+        """The llama.cpp devices this load uses: those named, none for "CPU", or Auto's pick (``choose_gpus``)."""
+        from enclave.models.placement import choose_gpus, is_cpu_only
+
+        if is_cpu_only(request.devices):
+            return []
+        found = resolve_devices(request.devices)  # Auto: every GPU llama.cpp reports; a name it lacks is an error
+        chosen = {g.device for g in choose_gpus([d.gpu_info() for d in found], request.devices)}
+        return [d for d in found if d.name in chosen]
 
     def unload(self) -> None:
         if self._llm is not None:
@@ -367,6 +389,8 @@ class LlamaCppBackend:
         finally:
             llm._sampler = None
         gen_seconds = time.monotonic() - gen_started
+        if reason is not FinishReason.CANCELLED:
+            self._calibrate(completion, gen_seconds)
         yield Finished(
             reason,
             GenerationStats(
@@ -380,6 +404,31 @@ class LlamaCppBackend:
                 context_size=n_ctx,
             ),
         )
+
+    def _calibrate(self, tokens: int, seconds: float) -> None:
+        """Remember how fast this device really decodes (``enclave.models.speed``): only for a plan wholly on one
+        device with Auto layers, where the plan's predicted speed is for exactly this placement."""
+        plan, hardware = self._plan, self._plan_hardware
+        if (
+            plan is None
+            or hardware is None
+            or plan.estimate is None
+            or seconds <= 0
+            or "GPU layers" in plan.user_fields
+        ):
+            return
+        from enclave.models.fit import Verdict
+        from enclave.models.speed import cpu_key, gpu_key, record_generation
+
+        if plan.n_gpu_layers == 0 or not plan.has_gpu:
+            key, applied = cpu_key(hardware), hardware.cpu_speed_factor
+        elif plan.estimate.verdict is Verdict.FULL_GPU and len(hardware.gpus) == 1:
+            key, applied = gpu_key(hardware.gpus[0]), hardware.gpus[0].speed_factor
+        else:
+            return
+        factor = record_generation(key, applied, plan.estimate.tokens_per_second, tokens / seconds, tokens)
+        if factor is not None:
+            log.info("speed on %s: %.2f tokens/s measured, factor %.4g", key, tokens / seconds, factor)
 
     def _read_prompt(
         self, llm: Any, pending: Sequence[int], control: GenerationControl

@@ -28,6 +28,7 @@ import ctypes
 import inspect
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -48,6 +49,9 @@ _log_callback: Any = None  # keep a reference: llama.cpp calls it from C for the
 _amx_offered: bool | None = None
 
 AMX_OPT_IN = "ENCLAVE_LLAMA_AMX"
+# Vulkan drivers that run on the CPU (Mesa's lavapipe reports itself as "llvmpipe (LLVM …)", Google's SwiftShader).
+# ggml reports them as ordinary GPUs; they are far slower than the CPU backend, so Auto never picks them.
+SOFTWARE_GPU = re.compile(r"llvmpipe|lavapipe|softpipe|swiftshader", re.IGNORECASE)
 
 # The layout this module was written against (llama-cpp-python 0.3.36). A change means the bridge must be reviewed.
 EXPECTED_MODEL_PARAMS_FIELDS = (
@@ -131,6 +135,11 @@ class Device:
     def is_gpu(self) -> bool:
         return self.kind in (1, 2)
 
+    @property
+    def is_software(self) -> bool:
+        """A GPU API implemented on the CPU (lavapipe): usable when asked for, never chosen by Auto."""
+        return self.is_gpu and bool(SOFTWARE_GPU.search(self.description))
+
     def gpu_info(self) -> GPUInfo:
         from enclave.models.hardware import GPUInfo, backend_of, bandwidth_for
 
@@ -144,6 +153,8 @@ class Device:
             unified=unified,
             bandwidth_gbs=bandwidth_for(self.description, self.total_bytes, unified=unified),
             source="llama.cpp",
+            device=self.name,
+            software=self.is_software,
         )
 
 

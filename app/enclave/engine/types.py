@@ -52,7 +52,9 @@ class LoadRequest:
     n_threads: int | None = None
     n_batch: int | None = None
     kv_cache_type: str | None = None  # "f16", "q8_0" or "q4_0": a quantized cache fits more context in the same memory
-    devices: tuple[str, ...] = ()  # llama.cpp device names to offload to (e.g. "Vulkan0", "RPC0"); (): its default
+    # llama.cpp device names to offload to (e.g. "Vulkan0", "RPC0"); ("CPU",): CPU only; (): Auto (the planner's pick:
+    # discrete GPUs first, never a GPU API that runs on the CPU such as lavapipe)
+    devices: tuple[str, ...] = ()
     gpu_memory_limit: int | None = None  # bytes of GPU memory the plan may use; None: what the devices report free
     request_id: str = field(default_factory=new_request_id)
 

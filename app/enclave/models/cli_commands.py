@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from enclave.models.hardware import GIB, Hardware, probe_hardware
+from enclave.models.placement import planning_hardware
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -107,7 +108,10 @@ def describe_hardware(hw: Hardware) -> str:
     for gpu in hw.gpus:
         free = f", {_gb(gpu.free_bytes)} free" if gpu.free_bytes is not None else ""
         kind = "unified memory" if gpu.unified else gpu.backend
-        lines.append(f"GPU:   {gpu.name} ({kind}, {_gb(gpu.total_bytes)}{free}, ~{gpu.bandwidth_gbs:.0f} GB/s)")
+        device = f" [{gpu.device}]" if gpu.device else ""
+        lines.append(f"GPU:   {gpu.name}{device} ({kind}, {_gb(gpu.total_bytes)}{free}, ~{gpu.bandwidth_gbs:.0f} GB/s)")
+        if gpu.software:
+            lines.append(f"       runs on the CPU: used only when chosen (--device {gpu.device}, Settings → Run on)")
     if not hw.gpus:
         lines.append("GPU:   none found")
     lines.append(f"RAM:   {_gb(hw.ram_total)} ({_gb(hw.ram_available)} available, ~{hw.ram_bandwidth_gbs:.0f} GB/s)")
@@ -155,7 +159,7 @@ def run_recommend(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     if not _check_numbers(args, err):
         return EXIT_USAGE
-    hw = hardware_from_args(args) or probe_hardware(_default_models_dir())
+    hw = hardware_from_args(args) or planning_hardware(_default_models_dir())
     rec = recommend(hw)
     if args.json:
         payload: dict[str, Any] = {"hardware": hw.to_dict(), "recommendation": None}
@@ -209,7 +213,7 @@ def run_fit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except (GGUFError, FitError) as exc:
         print(f"enclave: {exc}", file=err)
         return EXIT_MODEL
-    hw = hardware_from_args(args) or probe_hardware(_default_models_dir())
+    hw = hardware_from_args(args) or planning_hardware(_default_models_dir())
     first = min(headers, key=lambda h: h.split_no)
     try:
         plan = plan_from_facts(

@@ -168,6 +168,7 @@ class FitEstimate:
     reason: str
     tensor_overrides: tuple[str, ...] = ()  # llama.cpp -ot patterns, e.g. "blk\.(3|4)\.ffn_.*_exps\.=CPU"
     notes: tuple[str, ...] = field(default_factory=tuple)
+    speed_measured: bool = False  # the speed comes from a measured calibration of these devices, not a table's guess
 
     @property
     def fits(self) -> bool:
@@ -489,18 +490,27 @@ def _speed(plan: _Plan, facts: ModelFacts, hw: Hardware) -> float:
             efficiency = FAST_GPU_EFFICIENCY
         else:
             efficiency = GPU_EFFICIENCY
-        seconds += plan.gpu_read / (bandwidth * efficiency)
+        factor = min(g.speed_factor or 1.0 for g in hw.gpus)
+        seconds += plan.gpu_read / (bandwidth * efficiency * factor)
     if plan.cpu_read:
         ram_bw = min(hw.ram_bandwidth_gbs * CPU_EFFICIENCY, hw.cpu_cores * CPU_GBS_PER_CORE) * 1e9
         total_read = plan.cpu_read + plan.gpu_read
         cpu_flops = 2 * facts.parameters * (plan.cpu_read / total_read)
-        seconds += max(plan.cpu_read / ram_bw, cpu_flops / (hw.cpu_cores * CPU_GFLOPS_PER_CORE * 1e9))
+        cpu_seconds = max(plan.cpu_read / ram_bw, cpu_flops / (hw.cpu_cores * CPU_GFLOPS_PER_CORE * 1e9))
+        seconds += cpu_seconds / (hw.cpu_speed_factor or 1.0)
     if seconds <= 0:
         return 0.0
     speed = 1 / seconds
-    if not plan.cpu_read and facts.parameters:
+    if not plan.cpu_read and facts.parameters and all(g.speed_factor is None for g in hw.gpus):
         speed = min(speed, CAP_8B_ONE_GPU * 8.2e9 / facts.parameters)
     return min(speed, MAX_TOKENS_PER_SECOND)
+
+
+def _speed_measured(plan: _Plan, hw: Hardware) -> bool:
+    """Every device the plan reads weights from has a measured speed factor."""
+    gpu_ok = not plan.gpu_read or all(g.speed_factor is not None for g in hw.gpus)
+    cpu_ok = not plan.cpu_read or hw.cpu_speed_factor is not None
+    return bool(plan.gpu_read or plan.cpu_read) and gpu_ok and cpu_ok
 
 
 # --- the estimate ----------------------------------------------------------------------------------------------
@@ -578,6 +588,7 @@ def _estimate(plan: _Plan, facts: ModelFacts, hw: Hardware, ctx: int, *, explici
         breakdown=plan.breakdown,
         tokens_per_second=round(speed, 2),
         reason=reason,
+        speed_measured=_speed_measured(plan, hw),
         tensor_overrides=plan.overrides,
         notes=tuple(notes),
     )

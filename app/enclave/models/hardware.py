@@ -103,6 +103,9 @@ class GPUInfo:
     unified: bool = False  # shares system RAM (Apple Silicon, integrated GPUs)
     bandwidth_gbs: float = 0.0
     source: str = ""  # "llama.cpp", "nvml", "sysfs", "sysctl", "hypothetical"
+    device: str = ""  # llama.cpp's device name ("Vulkan0", "CUDA0"), when llama.cpp reported it
+    software: bool = False  # a GPU API running on the CPU (Mesa's lavapipe): never chosen automatically
+    speed_factor: float | None = None  # measured ÷ predicted decoding speed here (models/speed.py); None: not measured
 
     @property
     def usable_bytes(self) -> int:
@@ -124,6 +127,8 @@ class Hardware:
     platform: str = field(default_factory=lambda: sys.platform)
     notes: tuple[str, ...] = ()
     hypothetical: bool = False
+    cpu_name: str = ""  # the CPU's brand string, where the system tells it
+    cpu_speed_factor: float | None = None  # measured ÷ predicted decoding speed on the CPU (models/speed.py)
 
     @property
     def has_gpu(self) -> bool:
@@ -203,6 +208,9 @@ class Hardware:
                     "unified": g.unified,
                     "bandwidth_gbs": g.bandwidth_gbs,
                     "source": g.source,
+                    "device": g.device,
+                    "software": g.software,
+                    "speed_factor": g.speed_factor,
                 }
                 for g in self.gpus
             ],
@@ -211,6 +219,8 @@ class Hardware:
             "ram_bandwidth_gbs": self.ram_bandwidth_gbs,
             "cpu_cores": self.cpu_cores,
             "cpu_threads": self.cpu_threads,
+            "cpu_name": self.cpu_name,
+            "cpu_speed_factor": self.cpu_speed_factor,
             "cpu_features": list(self.cpu_features),
             "disk_free": self.disk_free,
             "models_dir": self.models_dir,
@@ -254,6 +264,7 @@ def probe_hardware(models_dir: Path | None = None, *, use_llama_cpp: bool = True
         )
     cores, threads = _guarded(notes, "CPU cores", _probe_cores, (1, os.cpu_count() or 1))
     features = _guarded(notes, "CPU features", lambda: _probe_cpu_features(use_llama_cpp), ())
+    cpu_name = _guarded(notes, "CPU name", _probe_cpu_name, "")
     disk_free = None
     if models_dir is not None:
         disk_free = _guarded(notes, "free disk space", lambda: _disk_free(models_dir), None)
@@ -272,6 +283,7 @@ def probe_hardware(models_dir: Path | None = None, *, use_llama_cpp: bool = True
         models_dir=str(models_dir) if models_dir is not None else None,
         gpu_offload_supported=offload,
         notes=tuple(notes),
+        cpu_name=cpu_name,
     )
 
 
@@ -465,6 +477,17 @@ INTERESTING_FLAGS = (
     "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx_vnni",
     "amx_tile", "amx_int8", "amx_bf16", "neon", "asimd", "asimddp", "sve", "sve2", "i8mm", "bf16", "dotprod",
 )  # fmt: skip
+
+
+def _probe_cpu_name() -> str:
+    if sys.platform.startswith("linux"):
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model", "Hardware"):
+                return value.strip()
+    if sys.platform == "darwin":
+        return _sysctl("machdep.cpu.brand_string")
+    return platform.processor()
 
 
 def _probe_cpu_features(use_llama_cpp: bool = True) -> tuple[str, ...]:

@@ -29,7 +29,7 @@ from enclave.models.fit import (
     kv_cache_bytes,
 )
 from enclave.models.gguf import GGUFHeader, read_gguf_header, shard_paths
-from enclave.models.hardware import Hardware
+from enclave.models.hardware import GPUInfo, Hardware
 
 REASONING_CONTEXT_CAP = 65_536
 REASONING_CONTEXT_MIN = 32_768
@@ -38,6 +38,8 @@ KV_TYPES = ("f16", "q8_0", "q4_0")
 # llama.cpp batch (n_batch = n_ubatch) by where the model runs; measured with bench/bench_prompt.py
 # (docs/benchmarks.md, "Prompt reading").
 DEFAULT_BATCH = {"cpu": 512, "gpu": 512}
+
+CPU_ONLY = "CPU"  # the device choice that keeps every layer on the CPU
 
 _REASONING_NAME = re.compile(r"deepseek[-_ ]?r1|\br1[-_ ]distill|qwq|reasoning", re.IGNORECASE)
 
@@ -111,6 +113,47 @@ def read_headers(path: Path) -> list[GGUFHeader]:
     return [first, *(read_gguf_header(p) for p in shard_paths(path, first.split_count)[1:])]
 
 
+def is_cpu_only(devices: Sequence[str]) -> bool:
+    """Whether a device choice (``LoadRequest.devices``, ``Settings.device``) means "CPU only"."""
+    return len(devices) == 1 and devices[0].upper() == CPU_ONLY
+
+
+def choose_gpus(gpus: Sequence[GPUInfo], devices: Sequence[str] = ()) -> tuple[GPUInfo, ...]:
+    """The GPUs a load uses: the named ones, none for "CPU only", or Auto's pick.
+
+    Auto takes the discrete GPUs when there are any, else the integrated ones (Apple's, an Intel/AMD iGPU), and never
+    a GPU API that runs on the CPU (Mesa's lavapipe, which a Vulkan build reports as a GPU): it is far slower than
+    llama.cpp's own CPU code, so it is used only when the user names it (Settings → Run on, ``--device``).
+    """
+    if is_cpu_only(devices):
+        return ()
+    if devices:
+        wanted = {name.upper() for name in devices}
+        return tuple(g for g in gpus if g.device.upper() in wanted)
+    real = [g for g in gpus if not g.software]
+    discrete = [g for g in real if not g.unified]
+    return tuple(discrete or real)
+
+
+def hardware_for(hardware: Hardware, devices: Sequence[str] = ()) -> Hardware:
+    """``hardware`` with only the GPUs the device choice uses (Auto by default): what plans and recommendations see."""
+    return replace(hardware, gpus=choose_gpus(hardware.gpus, devices))
+
+
+def for_planning(hardware: Hardware, devices: Sequence[str] = ()) -> Hardware:
+    """Probed hardware as plans and recommendations see it: the device choice's GPUs, with measured speed factors."""
+    from enclave.models.speed import calibrated
+
+    return hardware_for(calibrated(hardware), devices)
+
+
+def planning_hardware(models_dir: Path | None = None, devices: Sequence[str] = ()) -> Hardware:
+    """This computer (probed in this process, llama.cpp included) as plans and recommendations see it."""
+    from enclave.models.hardware import probe_hardware
+
+    return for_planning(probe_hardware(models_dir), devices)
+
+
 def restrict_gpu_memory(hardware: Hardware, limit: int | None) -> Hardware:
     """The same hardware with at most ``limit`` bytes of GPU memory, shared over its GPUs in proportion."""
     if limit is None or not hardware.gpus:
@@ -156,8 +199,11 @@ def plan_from_facts(
     cap = min(facts.context_length or DEFAULT_CONTEXT_CAP, REASONING_CONTEXT_CAP if reasoning else DEFAULT_CONTEXT_CAP)
     kv_candidates = [choices.kv_cache_type] if choices.kv_cache_type else list(KV_TYPES if reasoning else KV_TYPES[:1])
 
+    # The micro-batch sizes the compute buffer (logits for n_ubatch tokens): estimate with the batch that will load.
+    planned_batch = choices.batch or DEFAULT_BATCH["gpu" if hardware.gpus and choices.gpu_layers != 0 else "cpu"]
+
     def estimate(kv: str) -> FitEstimate:
-        options = FitOptions(context=choices.context_length, type_k=kv, type_v=kv)
+        options = FitOptions(context=choices.context_length, type_k=kv, type_v=kv, n_ubatch=planned_batch)
         capped = facts if choices.context_length else replace(facts, context_length=cap)
         return estimate_fit(capped, hardware, options)
 

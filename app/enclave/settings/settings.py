@@ -39,6 +39,7 @@ APPEARANCE_CHOICES = ("system", "light", "dark")
 
 CONTEXT_LENGTH_RANGE = (512, 1_048_576)
 THREADS_RANGE = (1, 1024)
+DEVICE_NAME_MAX = 64
 TOKEN_LIMIT_MAX = 1_048_576  # max_tokens and think_budget: no use beyond the largest context
 TEMPERATURE_RANGE = (0.0, 2.0)
 TOP_P_RANGE = (0.0, 1.0)
@@ -51,6 +52,7 @@ class Settings:
     gpu_layers: int | None = None  # None = Auto (what fits); -1 = every layer, 0 = CPU only, N = that many layers
     kv_cache_type: str | None = None  # None = Auto; "f16", "q8_0" or "q4_0"
     threads: int | None = None  # None = automatic
+    device: str | None = None  # "Run on": None = Auto, "CPU" = CPU only, else a llama.cpp device name ("Vulkan0")
     temperature: float | None = None  # None = the model's recommended default; else 0.0..2.0
     top_p: float | None = None  # None = the model's default; else 0.0..1.0
     max_tokens: int = 0  # 0 = no limit
@@ -82,6 +84,7 @@ _FIELD_TYPES: dict[str, tuple[type, bool]] = {
     "gpu_layers": (int, True),
     "kv_cache_type": (str, True),
     "threads": (int, True),
+    "device": (str, True),
     "temperature": (float, True),
     "top_p": (float, True),
     "max_tokens": (int, False),
@@ -137,6 +140,12 @@ def validate(settings: Settings) -> Settings:
         )
     if checked.threads is not None:
         _check_range("threads", checked.threads, *THREADS_RANGE)
+    if checked.device == "":
+        checked = replace(checked, device=None)
+    if checked.device is not None and (len(checked.device) > DEVICE_NAME_MAX or not checked.device.isprintable()):
+        raise SettingsError(
+            f"device must be a device name such as CPU or Vulkan0 (at most {DEVICE_NAME_MAX} characters), or null"
+        )
     if checked.temperature is not None:
         _check_range("temperature", checked.temperature, *TEMPERATURE_RANGE)
     if checked.top_p is not None:

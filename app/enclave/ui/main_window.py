@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 from enclave.docs.ingest import DEFAULT_COLLECTION, IngestProgress
 from enclave.docs.viewer import launch, page_command
 from enclave.engine.types import GenerationStats, ModelInfo
+from enclave.models.hardware_child import last_probe
 from enclave.models.recommend import Recommendation
 from enclave.paths import app_paths
 from enclave.settings.settings import Settings, SettingsStore
@@ -819,12 +820,14 @@ class MainWindow(QMainWindow):
         embedders = [(m.id, m.name) for m in registry.models() if m.role == "embedding"]
         active = registry.active("embedding")
         model = self.controller.model
+        probed = last_probe()  # llama.cpp's devices, from the hardware probe's child process (None until it ran)
         dialog = SettingsDialog(
             self.settings,
             self,
             embedding_models=embedders,
             embedding_active=active.id if active else None,
             placement=model.placement if model is not None else "",
+            devices=[(g.device, f"{g.name} ({g.device})") for g in (probed.gpus if probed else ()) if g.device],
         )
         dialog.appearanceChanged.connect(self.apply_appearance)  # previewed live
         accepted = dialog.exec()

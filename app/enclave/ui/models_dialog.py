@@ -32,6 +32,7 @@ from enclave.models.fit import FitEstimate, Verdict, estimate_entry
 from enclave.models.hardware import Hardware, probe_hardware
 from enclave.models.hardware_child import last_probe
 from enclave.models.installed import InstalledModel, ModelError, ModelRegistry, import_model
+from enclave.models.placement import for_planning
 from enclave.models.recommend import recommend
 from enclave.workers.download_worker import DownloadController
 
@@ -47,7 +48,10 @@ VERDICT_TEXT = {
 def fit_text(estimate: FitEstimate) -> str:
     if estimate.verdict is Verdict.WONT_FIT:
         return "won't fit"
-    return f"{VERDICT_TEXT[estimate.verdict]}, ~{estimate.tokens_per_second:.0f} tok/s, {estimate.context_length:,} ctx"
+    rate = estimate.tokens_per_second
+    speed = f"{rate:.0f}" if rate >= 1.5 else f"{rate:.1f}"
+    how = "measured here" if estimate.speed_measured else "estimate"
+    return f"{VERDICT_TEXT[estimate.verdict]}, ~{speed} tok/s ({how}), {estimate.context_length:,} ctx"
 
 
 def gb(size: int) -> str:
@@ -98,8 +102,9 @@ class ModelsDialog(QDialog):
         self.downloads = downloads
         self.models_dir = models_dir
         # The probe with llama.cpp's device list runs in a child process (recommendation worker); until one has
-        # finished, what is known without llama.cpp (which the window's process never loads).
-        self.hardware = hardware or last_probe() or probe_hardware(models_dir, use_llama_cpp=False)
+        # finished, what is known without llama.cpp (which the window's process never loads). Plans see Auto's GPUs
+        # with their measured speed factors.
+        self.hardware = hardware or for_planning(last_probe() or probe_hardware(models_dir, use_llama_cpp=False))
         self.catalog = load_catalog()
         self.recommendation = recommend(self.hardware, self.catalog)
 

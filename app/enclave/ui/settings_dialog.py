@@ -36,7 +36,7 @@ from enclave.ui.style import SPACE_M, SPACE_S, TYPE_CAPTION, mute, scaled_font
 
 APPEARANCE_LABELS = (("Same as the system", "system"), ("Light", "light"), ("Dark", "dark"))
 
-MODEL_FIELDS = ("model_path", "context_length", "gpu_layers", "kv_cache_type", "threads")
+MODEL_FIELDS = ("model_path", "context_length", "gpu_layers", "kv_cache_type", "threads", "device")
 
 
 class SettingsDialog(QDialog):
@@ -50,9 +50,11 @@ class SettingsDialog(QDialog):
         embedding_models: Sequence[tuple[str, str]] = (),
         embedding_active: str | None = None,
         placement: str = "",
+        devices: Sequence[tuple[str, str]] = (),
     ) -> None:
         """``embedding_models``: (id, name) of the installed embedding models; ``embedding_active``: the id in use;
-        ``placement``: where the loaded model runs now (the load plan), shown beside the Auto choices."""
+        ``placement``: where the loaded model runs now (the load plan), shown beside the Auto choices;
+        ``devices``: (llama.cpp device name, label) of each GPU llama.cpp reports, for "Run on"."""
         super().__init__(parent)
         self.setWindowTitle("Settings")
         self.setAccessibleName("Settings")
@@ -80,6 +82,16 @@ class SettingsDialog(QDialog):
         for label, value in (("Auto", None), ("f16 (full precision)", "f16"), ("q8_0", "q8_0"), ("q4_0", "q4_0")):
             self.kv_cache.addItem(label, value)
         self.kv_cache.setCurrentIndex(max(0, self.kv_cache.findData(settings.kv_cache_type)))
+        self.device = QComboBox(self)
+        self.device.setAccessibleName("Run on")
+        self.device.setToolTip("Auto prefers a discrete GPU and never a GPU driver that runs on the CPU")
+        self.device.addItem("Auto", None)
+        for name, label in devices:
+            self.device.addItem(label, name)
+        self.device.addItem("CPU only", "CPU")
+        if settings.device and self.device.findData(settings.device) < 0:
+            self.device.addItem(settings.device, settings.device)  # chosen earlier; not among the devices probed now
+        self.device.setCurrentIndex(max(0, self.device.findData(settings.device)))
         self.plan = QLabel(f"Planned now: {placement}" if placement else "Auto values are planned when a model loads.")
         self.plan.setWordWrap(True)
         self.plan.setAccessibleName("Where the model runs")
@@ -136,6 +148,7 @@ class SettingsDialog(QDialog):
     def _layout_groups(self) -> None:
         model = self.group("Model", "Which model answers, and how much of it runs on the GPU. Auto lets Enclave plan.")
         self.row(model, "Model file", self.model_row, "A .gguf file; Models… lists the ones installed.")
+        self.row(model, "Run on", self.device, "Auto prefers a discrete GPU; CPU only if a GPU driver misbehaves.")
         self.row(model, "Context length", self.context, "How much of the chat the model can see at once.")
         self.row(model, "GPU layers", self.gpu_layers, "More layers on the GPU answer faster; Auto fits what fits.")
         self.row(model, "", self.plan)
@@ -284,6 +297,7 @@ class SettingsDialog(QDialog):
             gpu_layers=None if self.gpu_layers.value() == -2 else self.gpu_layers.value(),
             kv_cache_type=self.kv_cache.currentData(),
             threads=self.threads.value() or None,
+            device=self.device.currentData(),
             temperature=None if self.temperature_default.isChecked() else self.temperature.value(),
             top_p=None if self.top_p_default.isChecked() else self.top_p.value(),
             max_tokens=self.max_tokens.value(),

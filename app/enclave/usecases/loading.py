@@ -43,6 +43,7 @@ def load_request(
         "n_gpu_layers": settings.gpu_layers,
         "kv_cache_type": settings.kv_cache_type,
         "n_threads": settings.threads,
+        "devices": (settings.device,) if settings.device else (),
     }
     for key, field in _OVERRIDE_FIELDS.items():
         if overrides and overrides.get(key) is not None:

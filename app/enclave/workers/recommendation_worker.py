@@ -32,10 +32,11 @@ class RecommendationFetcher(QObject):
 
     def _run(self) -> None:
         from enclave.models.hardware_child import probe_hardware_in_child
+        from enclave.models.placement import for_planning
         from enclave.models.recommend import recommend
 
         try:
-            result = recommend(probe_hardware_in_child(self._models_dir))
+            result = recommend(for_planning(probe_hardware_in_child(self._models_dir)))
         except Exception:  # a recommendation is a nicety: never let it break the first screen
             log.exception("could not compute a recommendation")
             result = None
