@@ -509,12 +509,13 @@ def test_the_appearance_setting_switches_light_and_dark_live_and_is_kept(
         previewed: list[Any] = []
 
         def choose_dark(dialog: SettingsDialog) -> None:
-            assert [dialog.groups.itemAt(i).widget().title() for i in range(6)] == [
+            assert [dialog.groups.itemAt(i).widget().title() for i in range(7)] == [
                 "Model",
                 "Thinking",
                 "Documents",
                 "Appearance",
                 "Privacy",
+                "Local API server",
                 "Advanced",
             ]
             dialog.appearance.setCurrentIndex(dialog.appearance.findData("dark"))
