@@ -3,6 +3,9 @@
     python bench/bench_api.py [--model PATH] [--tokens 128] [--repeat 5] [--threads 2] [--ctx 2048]
                               [--engine isolated|thread]
 
+The peer needs llama-cpp-python's server extras, which Enclave itself does not use:
+``pip install fastapi sse-starlette starlette-context pydantic-settings`` (what ``llama-cpp-python[server]`` adds).
+
 Three sides, each holding exactly one model in a process of its own (as ``enclave serve`` does), all started once and
 warmed the same way (one short request) before the timed runs; the order rotates every run:
 - **api**: ``enclave serve`` (``--engine isolated``, the default: llama.cpp in the engine host process, as headless
@@ -164,6 +167,13 @@ def main() -> None:
     parser.add_argument("--ctx", type=int, default=2048)
     parser.add_argument("--engine", choices=("isolated", "thread"), default="isolated")
     args = parser.parse_args()
+    try:
+        import llama_cpp.server.app  # noqa: F401  (the peer's dependencies, checked before anything starts)
+    except ImportError as exc:
+        sys.exit(
+            f"the peer (python -m llama_cpp.server) cannot start: {exc}.\n"
+            "Install its extras: pip install fastapi sse-starlette starlette-context pydantic-settings"
+        )
     if args.model is None:
         from model_cache import gemma_model_path
 

@@ -73,6 +73,21 @@ def test_overlapping_chunks_of_one_page_are_merged_into_one_source() -> None:
     assert context.sources[1].page == 2 and context.sources[1].number == 2
 
 
+def test_separate_chunks_of_one_page_make_one_source_in_page_order() -> None:
+    """The same file and page never appears twice in an answer's sources: apart chunks join with an ellipsis."""
+    results = [
+        result(1, "/docs/a.pdf", "pdf", 4, 360, 450),  # the better match comes later on the page
+        result(2, "/docs/b.pdf", "pdf", 4, 0, 90),
+        result(3, "/docs/a.pdf", "pdf", 4, 0, 90),
+    ]
+    context = build_document_prompt("q", results, budget_tokens=2000)
+    assert [(s.name, s.page, s.number) for s in context.sources] == [("a.pdf", 4, 1), ("b.pdf", 4, 2)]
+    first = context.sources[0]
+    assert first.chunk_ids == (1, 3) and (first.start, first.end) == (0, 450)
+    assert first.text == " ".join(PAGE[0:90].split()) + " … " + " ".join(PAGE[360:450].split())
+    assert context.prompt.count("a.pdf, page 4") == 1
+
+
 def test_the_budget_is_respected_and_the_last_source_is_cut_at_a_word() -> None:
     results = [result(i, f"/docs/{i}.md", "markdown", 1, 0, 720) for i in range(1, 6)]  # ~120 words each
     for budget in (120, 200, 300, 380, 500):

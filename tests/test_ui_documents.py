@@ -22,7 +22,7 @@ from enclave.docs.prompt import NOTHING_FOUND
 from enclave.paths import app_paths
 from enclave.settings.settings import Settings, SettingsStore
 from enclave.storage.chats import ChatStore, MessageStatus
-from enclave.ui.documents_dialog import DocumentsDialog
+from enclave.ui.documents_dialog import DocumentsDialog, distinct_names
 from enclave.ui.main_window import MainWindow
 from enclave.ui.sources_view import NOTHING_RELEVANT
 from enclave.workers.docs_worker import DocsController, running_controllers
@@ -284,6 +284,43 @@ def test_documents_window_lists_files_and_problems_and_pauses(docs_app: DocsApp,
     assert removed not in {d.name for d in app.docs.documents}
 
 
+def test_documents_window_fills_while_indexing_and_tells_same_named_files_apart(
+    docs_app: DocsApp, tmp_path: Path
+) -> None:
+    """Queued files are rows at once ("Waiting"), not "No documents yet" until the end; two report.md files from
+    different folders are told apart by their folder."""
+    app = docs_app
+    root = tmp_path / "reports"
+    for year, text in (("2023", "Revenue in 2023 was four million."), ("2024", "Revenue in 2024 was six million.")):
+        (root / year).mkdir(parents=True)
+        (root / year / "report.md").write_text(f"# Report\n\n{text}\n", encoding="utf-8")
+    write_notes(root / "2024")
+    dialog = app.window.open_documents()
+    assert isinstance(dialog, DocumentsDialog)
+    app.docs.pause()  # hold the queue so its state can be looked at
+    dialog.add_paths([str(root)])
+
+    def rows() -> dict[str, str]:
+        items = (dialog.tree.topLevelItem(i) for i in range(dialog.tree.topLevelItemCount()))
+        return {item.text(0): item.text(4) for item in items}
+
+    app.qtbot.waitUntil(lambda: len(rows()) == 5, timeout=30_000)
+    assert set(rows().values()) == {"Waiting"}
+    assert {"report.md — 2023", "report.md — 2024", "warranty.md"} <= set(rows())
+    assert dialog.empty_label.isHidden()
+    tips = {dialog.tree.topLevelItem(i).toolTip(0) for i in range(5)}
+    assert str(root / "2023" / "report.md") in tips
+
+    seen: list[dict[str, str]] = []
+    app.docs.progress.connect(lambda _progress: seen.append(rows()))  # after the dialog's own slot
+    app.docs.resume()
+    app.wait_indexed(5)
+    app.qtbot.waitUntil(lambda: set(rows().values()) == {"Indexed"}, timeout=30_000)
+    assert {"report.md — 2023", "report.md — 2024"} <= set(rows())
+    # while indexing ran, the table named the file in progress among the waiting ones
+    assert any(list(r.values()).count("Indexing…") == 1 and "Waiting" in r.values() and len(r) == 5 for r in seen), seen
+
+
 def test_a_dropped_folder_is_watched_for_new_changed_and_deleted_files(docs_app: DocsApp, tmp_path: Path) -> None:
     app = docs_app
     folder = write_notes(tmp_path / "manuals")
@@ -324,3 +361,14 @@ def test_the_embedding_model_is_chosen_in_settings(docs_app: DocsApp, qtbot: Any
     with qtbot.waitSignal(app.docs.embedderChanged, timeout=30_000) as changed:
         app.window._use_embedding_model(model.path)
     assert changed.args[0] is not None and changed.args[0].dimension == 384
+
+
+def test_distinct_names_add_just_enough_folders() -> None:
+    names = distinct_names(
+        ["/a/x/2023/report.pdf", "/a/y/2023/report.pdf", "/a/2024/report.pdf", "/b/notes.md", "report.pdf"]
+    )
+    assert names["/b/notes.md"] == "notes.md"
+    assert names["/a/x/2023/report.pdf"] == "report.pdf — x/2023"
+    assert names["/a/y/2023/report.pdf"] == "report.pdf — y/2023"
+    assert names["/a/2024/report.pdf"] == "report.pdf — a/2024"
+    assert names["report.pdf"] == "report.pdf"  # nothing above it to show

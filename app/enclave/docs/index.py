@@ -559,11 +559,6 @@ class DocumentIndex:
     def chunk_count(self) -> int:
         return int(self._query("SELECT count(*) FROM chunks")[0][0])
 
-    def chunks_of(self, document_id: int) -> list[ChunkRow]:
-        ids = [int(r[0]) for r in self._query("SELECT id FROM chunks WHERE document_id = ?", (document_id,))]
-        rows = self.chunk_rows(ids)
-        return [rows[i] for i in sorted(rows)]
-
     # --- full-text ----------------------------------------------------------------------------------------------
 
     def word_document_counts(self, words: Sequence[str]) -> dict[str, int]:
@@ -612,10 +607,6 @@ class DocumentIndex:
             )
             params = [match, *ids, limit]
         return [int(r[0]) for r in self._query(sql, params)]
-
-    def find_collection_id(self, name: str) -> int | None:
-        rows = self._query("SELECT id FROM collections WHERE name = ?", (name,))
-        return int(rows[0][0]) if rows else None
 
     def find_collection_ids(self, names: Iterable[str]) -> dict[str, int]:
         """name -> id for the names that exist; unknown names are left out (nothing is created)."""

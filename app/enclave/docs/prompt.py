@@ -3,9 +3,10 @@
 DeepSeek recommends putting every instruction in the user message (no system prompt) for R1, so the whole grounded
 prompt is one user message: a short instruction, the numbered sources, the question. R1 thinks before it answers,
 often for a thousand tokens or more, so the sources get only what is left of the context after the conversation
-*and* a reserve for that thinking (``sources_budget``). Overlapping chunks of one page are merged first, so the
-overlap between neighbouring chunks is not paid twice. When nothing relevant was found the prompt says so, and
-``DocumentContext.nothing_relevant`` lets the UI show it instead of pretending to cite.
+*and* a reserve for that thinking (``sources_budget``). Chunks of one page are merged into one source first, so the
+overlap between neighbouring chunks is not paid twice and no answer lists the same file and page twice. When nothing
+relevant was found the prompt says so, and ``DocumentContext.nothing_relevant`` lets the UI show it instead of
+pretending to cite.
 
 Citations are ``[n]``; ``cited_sources`` maps an answer's citations back to files and pages for the sources panel.
 """
@@ -96,35 +97,54 @@ def _union(a_start: int, a_text: str, b_start: int, b_text: str) -> str:
     return a_text if b_end <= a_end else a_text + b_text[a_end - b_start :]
 
 
-def _merge(results: Sequence[SearchResult]) -> list[Source]:
-    """Sources in rank order; a chunk overlapping an earlier source of the same page is merged into it."""
-    merged: list[Source] = []
-    for r in results:
-        for i, s in enumerate(merged):
-            if s.document_id == r.document_id and s.page == r.page and r.start < s.end and s.start < r.end:
-                merged[i] = replace(
-                    s,
-                    start=min(s.start, r.start),
-                    end=max(s.end, r.end),
-                    text=_union(s.start, s.text, r.start, r.text),
-                    chunk_ids=(*s.chunk_ids, r.chunk_id),
-                )
-                break
+def _join_pieces(pieces: Sequence[tuple[int, str]]) -> str:
+    """One text from slices of one page: overlapping or touching slices are united, gaps become " … "."""
+    ordered = sorted(pieces)
+    start, text = ordered[0]
+    parts: list[str] = []
+    for next_start, next_text in ordered[1:]:
+        if next_start <= start + len(text):
+            text = _union(start, text, next_start, next_text)
         else:
-            merged.append(
-                Source(
-                    number=len(merged) + 1,
-                    path=r.path,
-                    kind=r.kind,
-                    page=r.page,
-                    start=r.start,
-                    end=r.end,
-                    text=r.text,
-                    document_id=r.document_id,
-                    chunk_ids=(r.chunk_id,),
-                    similarity=r.similarity,
-                )
+            parts.append(text)
+            start, text = next_start, next_text
+    parts.append(text)
+    return " … ".join(part.strip() for part in parts)
+
+
+def _merge(results: Sequence[SearchResult]) -> list[Source]:
+    """One source per document page, in the rank order of its best chunk.
+
+    Chunks of the same page are merged into that page's source (overlaps counted once, gaps shown as " … "), so an
+    answer never lists the same file and page twice and the model sees the page's passages together.
+    """
+    order: list[tuple[int, int]] = []
+    groups: dict[tuple[int, int], list[SearchResult]] = {}
+    for r in results:
+        key = (r.document_id, r.page)
+        if key not in groups:
+            groups[key] = []
+            order.append(key)
+        groups[key].append(r)
+    merged: list[Source] = []
+    for key in order:
+        group = groups[key]
+        best = group[0]
+        similarities = [r.similarity for r in group if r.similarity is not None]
+        merged.append(
+            Source(
+                number=len(merged) + 1,
+                path=best.path,
+                kind=best.kind,
+                page=best.page,
+                start=min(r.start for r in group),
+                end=max(r.end for r in group),
+                text=_join_pieces([(r.start, r.text) for r in group]),
+                document_id=best.document_id,
+                chunk_ids=tuple(r.chunk_id for r in group),
+                similarity=max(similarities) if similarities else None,
             )
+        )
     return merged
 
 

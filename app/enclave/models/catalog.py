@@ -118,11 +118,6 @@ class CatalogEntry:
     def is_moe(self) -> bool:
         return self.arch.is_moe
 
-    @property
-    def first_file(self) -> CatalogFile:
-        """The file llama.cpp is pointed at (shard 1 of a split model)."""
-        return self.files[0]
-
 
 @dataclass(frozen=True)
 class Catalog:

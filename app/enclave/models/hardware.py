@@ -26,7 +26,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -520,8 +520,3 @@ def _disk_free(models_dir: Path) -> int:
     while not path.exists() and path != path.parent:
         path = path.parent  # the models folder may not exist yet: measure the disk it will live on
     return shutil.disk_usage(path).free
-
-
-def with_models_dir(hardware: Hardware, models_dir: Path) -> Hardware:
-    """The same hardware with the free space of another folder (the user moved the models folder)."""
-    return replace(hardware, models_dir=str(models_dir), disk_free=_disk_free(models_dir))

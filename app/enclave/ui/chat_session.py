@@ -22,7 +22,7 @@ from enclave.docs.prompt import build_document_prompt, estimate_tokens, sources_
 from enclave.docs.search import SearchResponse
 from enclave.engine.types import ChatMessage, Finished, FinishReason, GenerationRequest, GenerationStats, ModelInfo
 from enclave.settings.settings import Settings
-from enclave.storage.chats import ChatStore, Conversation, Message, MessageSource, MessageStats, MessageStatus
+from enclave.storage.chats import ChatStore, Conversation, MessageSource, MessageStats, MessageStatus
 from enclave.ui.message_card import MessageCard
 from enclave.ui.sources_view import NO_ROOM, NOTHING_RELEVANT
 from enclave.ui.transcript import Transcript
@@ -339,12 +339,6 @@ class ChatSession(QObject):
     def answer_now(self) -> None:
         if self.live is not None:
             self.controller.answer_now(self.live.request_id)
-
-    def last_message(self) -> Message | None:
-        if self.conversation_id is None:
-            return None
-        messages = self.store.messages(self.conversation_id)
-        return messages[-1] if messages else None
 
     # --- streaming results ------------------------------------------------------------------------------------
 

@@ -6,7 +6,8 @@ the index itself. Files that could not be indexed stay listed with the reason an
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterable
+from pathlib import Path, PurePath
 
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import (
@@ -27,8 +28,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from enclave.docs.index import DocumentInfo
+from enclave.docs.index import DocumentInfo, QueueItem
 from enclave.docs.ingest import DEFAULT_COLLECTION, FileStatus, IngestProgress
+from enclave.docs.parsers import KINDS
 from enclave.ui.style import mute
 from enclave.workers.docs_worker import DocsController, EmbedderInfo
 
@@ -36,6 +38,7 @@ STATUS_TEXT = {
     "ok": "Indexed",
     "unchanged": "Indexed",
     "indexing": "Indexing…",
+    "waiting": "Waiting",
     "cancelled": "Cancelled — add it again to finish",
     "empty": "No text (a scan? Enclave does not read images)",
     "encrypted": "Password-protected — save an unprotected copy and add that",
@@ -48,10 +51,31 @@ STATUS_TEXT = {
     "removed": "Removed (the file was deleted)",
 }
 COLUMNS = ("Document", "Collection", "Pages", "Passages", "Status")
-FILE_FILTER = (
-    "Documents (*.pdf *.docx *.md *.markdown *.txt *.rst *.html *.htm *.epub *.csv *.py *.js *.ts *.c *.h *.cpp "
-    "*.java *.go *.rs *.json *.yaml *.yml *.toml);;All files (*)"
-)
+# Generated from the readers' own table, so the file picker offers exactly what can be indexed.
+FILE_FILTER = f"Documents ({' '.join('*' + suffix for suffix in KINDS)});;All files (*)"
+
+
+def distinct_names(paths: Iterable[str]) -> dict[str, str]:
+    """A display name per path: the file name, plus as many parent folders as it takes to tell apart files that
+    share a name (``report.pdf — 2023/tax``); the full path stays in the tooltip."""
+    split = {p: PurePath(p.replace("\\", "/")).parts for p in set(paths)}
+    by_name: dict[str, list[str]] = {}
+    for path, parts in split.items():
+        by_name.setdefault(parts[-1] if parts else path, []).append(path)
+    names: dict[str, str] = {}
+    for name, group in by_name.items():
+        if len(group) == 1:
+            names[group[0]] = name
+            continue
+        depth = 1
+        while True:
+            labels = {p: "/".join(split[p][-1 - depth : -1]) for p in group}
+            if len(set(labels.values())) == len(group) or depth >= max(len(split[p]) for p in group):
+                break
+            depth += 1
+        for path in group:
+            names[path] = f"{name} — {labels[path]}" if labels[path] else name
+    return names
 
 
 def status_text(status: str) -> str:
@@ -81,6 +105,7 @@ class DocumentsDialog(QDialog):
         self.resize(860, 540)
         self.docs = docs
         self._problems: dict[str, FileStatus] = {}  # files that could not be indexed, by path
+        self._current = ""  # the file being indexed
 
         self.collection = QComboBox(self)
         self.collection.setAccessibleName("Collection new files are added to")
@@ -162,6 +187,7 @@ class DocumentsDialog(QDialog):
         layout.addWidget(buttons)
 
         docs.documentsChanged.connect(self._on_documents)
+        docs.waitingChanged.connect(self._on_waiting)
         docs.progress.connect(self._on_progress)
         docs.fileStatus.connect(self._on_file_status)
         docs.ingestPaused.connect(self._update_pause)
@@ -235,23 +261,45 @@ class DocumentsDialog(QDialog):
     @Slot(object)
     def _on_documents(self, documents: list[DocumentInfo]) -> None:
         self._set_collections([self.collection.currentText() or DEFAULT_COLLECTION])
-        self.tree.clear()
-        indexed = {d.path for d in documents}
+        self._render(documents, self.docs.waiting)
+
+    @Slot(object)
+    def _on_waiting(self, waiting: list[QueueItem]) -> None:
+        self._render(self.docs.documents, waiting)
+
+    def _render(self, documents: list[DocumentInfo], waiting: list[QueueItem]) -> None:
+        """One row per indexed document, per file that could not be indexed, and per file still waiting (the one
+        being read or embedded says so), so the table fills while indexing runs instead of at the end."""
+        selected = {item.toolTip(0) for item in self.tree.selectedItems()}
+        rows: list[tuple[str, list[str], object, str]] = []  # path, cells after the name, document id, status tip
+        shown: set[str] = set()
+        queued = {q.path for q in waiting}
         for d in documents:
             pages = "" if d.page_count is None else f"{d.page_count:,}"
-            item = QTreeWidgetItem([d.name, d.collection, pages, f"{d.chunks:,}", status_text(d.status)])
-            item.setData(0, Qt.ItemDataRole.UserRole, d.id)
-            item.setToolTip(0, d.path)
-            if d.error:
-                item.setToolTip(4, d.error)
-            self.tree.addTopLevelItem(item)
-        for path, status in self._problems.items():
-            if path in indexed:
-                continue
-            item = QTreeWidgetItem([Path(path).name, status.collection, "", "", status_text(status.status)])
+            status = "waiting" if d.status == "indexing" and d.path != self._current and d.path in queued else d.status
+            rows.append((d.path, [d.collection, pages, f"{d.chunks:,}", status_text(status)], d.id, d.error or ""))
+            shown.add(d.path)
+        for path, problem in self._problems.items():
+            if path not in shown:
+                cells = [problem.collection, "", "", status_text(problem.status)]
+                rows.append((path, cells, None, problem.error or ""))
+                shown.add(path)
+        for queued_item in waiting:
+            if queued_item.path not in shown:
+                status = "indexing" if queued_item.path == self._current else "waiting"
+                rows.append((queued_item.path, [queued_item.collection, "", "", status_text(status)], None, ""))
+                shown.add(queued_item.path)
+        names = distinct_names(path for path, *_ in rows)
+        self.tree.clear()
+        for path, cells, document_id, tip in rows:
+            item = QTreeWidgetItem([names[path], *cells])
+            if document_id is not None:
+                item.setData(0, Qt.ItemDataRole.UserRole, document_id)
             item.setToolTip(0, path)
-            item.setToolTip(4, status.error or "")
+            if tip:
+                item.setToolTip(4, tip)
             self.tree.addTopLevelItem(item)
+            item.setSelected(path in selected)
         self.empty_label.setVisible(self.tree.topLevelItemCount() == 0)
         if self.progress.isHidden():
             self._show_idle()
@@ -267,6 +315,10 @@ class DocumentsDialog(QDialog):
     @Slot(object)
     def _on_progress(self, progress: IngestProgress) -> None:
         busy = progress.phase != "idle" and progress.files_total > progress.files_done
+        current = progress.current_path if busy else ""
+        if current != self._current:
+            self._current = current
+            self._render(self.docs.documents, self.docs.waiting)
         if not busy:
             self._show_idle()
             return
@@ -320,4 +372,4 @@ class DocumentsDialog(QDialog):
         self.error_label.show()
 
 
-__all__ = ["DocumentsDialog", "progress_text", "status_text"]
+__all__ = ["DocumentsDialog", "distinct_names", "progress_text", "status_text"]

@@ -31,7 +31,7 @@ from typing import Literal
 from PySide6.QtCore import QFileSystemWatcher, QObject, Qt, QThread, QTimer, Signal, Slot
 
 from enclave.docs.embedder import Embedder, EmbedderError, TextEmbedder, active_embedding_model_path
-from enclave.docs.index import DocumentIndex, DocumentIndexError, DocumentInfo
+from enclave.docs.index import DocumentIndex, DocumentIndexError, DocumentInfo, QueueItem
 from enclave.docs.ingest import DEFAULT_COLLECTION, FileStatus, Ingester, IngestProgress, is_under
 from enclave.docs.isolation import FileParser, IsolatedParser
 from enclave.docs.search import Searcher
@@ -39,6 +39,8 @@ from enclave.docs.search import Searcher
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 0.1  # progress reaches the GUI at most 10 times a second
+DOCUMENTS_INTERVAL_S = 1.0  # while indexing, the document list (rows in the Documents window) once a second
+WAITING_SHOWN = 500  # queued files listed in the Documents window (the progress bar counts them all)
 RESCAN_QUIET_MS = 1500  # a folder is rescanned once it has been quiet this long
 PERIODIC_RESCAN_MS = 10 * 60 * 1000  # a stat of every file: ~0.03 s per 1,000 unchanged files
 MAX_WATCHED_DIRS = 2000  # inotify watches are a per-user resource; the periodic rescan covers the rest
@@ -94,6 +96,7 @@ class DocsWorker(QObject):
     searchFinished = Signal(str, object)  # request id, SearchResponse
     searchFailed = Signal(str, str)  # request id, message
     documentsChanged = Signal(object)  # list[DocumentInfo]
+    waitingChanged = Signal(object)  # list[QueueItem]: files queued for indexing (the first WAITING_SHOWN)
     embedderChanged = Signal(object)  # EmbedderInfo, or None: keyword search only
     error = Signal(str)
     stopped = Signal()
@@ -122,6 +125,7 @@ class DocsWorker(QObject):
         self._announce = False  # work was asked for or done since the last ingestFinished
         self._last_progress = 0.0
         self._last_where = ("", "idle")
+        self._last_documents = 0.0
         self._closed = False
         self._watcher: QFileSystemWatcher | None = None
         self._changed: set[str] = set()  # watched directories that changed since the last rescan
@@ -144,7 +148,7 @@ class DocsWorker(QObject):
         self._ingester = Ingester(self._index, None, parser=self._parser_factory())
         path = active_embedding_model_path() if self._model_setting == ACTIVE else self._model_setting
         self._load_embedder(path if isinstance(path, Path) else None)
-        self.documentsChanged.emit(self._index.documents())
+        self._emit_documents()  # with the files left queued by the last session
         if self._embedder is not None:  # load the vectors now, so the first search is not the one that waits
             self._searcher.vectors(self._embedder.model_id)
         self._watcher = QFileSystemWatcher(self)
@@ -225,6 +229,7 @@ class DocsWorker(QObject):
             return
         for status in self._ingester.add([Path(p) for p in request.paths], request.collection):
             self.fileStatus.emit(status)
+        self._emit_waiting()  # the Documents window lists the new files at once, as "Waiting"
         self._watch_folders()
         self._announce = True  # even when every file was unchanged: the GUI learns that the request is done
         self._emit_progress(force=True)
@@ -330,6 +335,8 @@ class DocsWorker(QObject):
         self._announce = True
         if status is not None:
             self.fileStatus.emit(status)
+            if time.monotonic() - self._last_documents >= DOCUMENTS_INTERVAL_S:
+                self._emit_documents()  # rows appear as files finish, not all at the end
         if not self._finish_if_idle(ingester):
             self._emit_progress(force=status is not None)
             self._next.emit()
@@ -360,7 +367,13 @@ class DocsWorker(QObject):
 
     def _emit_documents(self) -> None:
         if self._index is not None:
+            self._last_documents = time.monotonic()
             self.documentsChanged.emit(self._index.documents())
+            self._emit_waiting()
+
+    def _emit_waiting(self) -> None:
+        if self._index is not None:
+            self.waitingChanged.emit(self._index.queued(WAITING_SHOWN))
 
     # --- search and management --------------------------------------------------------------------------------
 
@@ -447,6 +460,7 @@ class DocsController(QObject):
     searchFinished = Signal(str, object)  # request id, SearchResponse
     searchFailed = Signal(str, str)
     documentsChanged = Signal(object)  # list[DocumentInfo]
+    waitingChanged = Signal(object)  # list[QueueItem]: files queued for indexing, in order (the first 500)
     embedderChanged = Signal(object)  # EmbedderInfo | None
     error = Signal(str)
 
@@ -482,6 +496,7 @@ class DocsController(QObject):
         self._started = False
         self._progress: IngestProgress | None = None
         self._documents: list[DocumentInfo] = []
+        self._waiting: list[QueueItem] = []
         self._embedder_info: EmbedderInfo | None = None
         _controllers.add(self)
 
@@ -502,6 +517,7 @@ class DocsController(QObject):
         self._worker.searchFinished.connect(self.searchFinished)
         self._worker.searchFailed.connect(self.searchFailed)
         self._worker.documentsChanged.connect(self._on_documents)
+        self._worker.waitingChanged.connect(self._on_waiting)
         self._worker.embedderChanged.connect(self._on_embedder)
         self._worker.error.connect(self.error)
 
@@ -520,6 +536,11 @@ class DocsController(QObject):
     def documents(self) -> list[DocumentInfo]:
         """The last document list received (``DocumentInfo`` objects)."""
         return list(self._documents)
+
+    @property
+    def waiting(self) -> list[QueueItem]:
+        """The files queued for indexing as last reported (the one being indexed among them)."""
+        return list(self._waiting)
 
     @property
     def embedder_info(self) -> EmbedderInfo | None:
@@ -630,6 +651,11 @@ class DocsController(QObject):
     def _on_documents(self, documents: list[DocumentInfo]) -> None:
         self._documents = list(documents)
         self.documentsChanged.emit(documents)
+
+    @Slot(object)
+    def _on_waiting(self, waiting: list[QueueItem]) -> None:
+        self._waiting = list(waiting)
+        self.waitingChanged.emit(waiting)
 
 
 __all__ = [

@@ -46,7 +46,6 @@ class EngineWorker(QObject):
     loadProgress = Signal(float)  # the fraction of the model read, 0.0 to 1.0 (from llama.cpp, a few times a second)
     modelLoaded = Signal(object)
     modelLoadFailed = Signal(str, bool)  # message, and whether the engine's process crashed during the load
-    modelUnloaded = Signal()
     contextTrimmed = Signal(str, int)
     promptProgress = Signal(str, int, int, float)  # request id, evaluated, total, seconds left (-1: unknown)
     textReady = Signal(str, str, str)
@@ -88,12 +87,6 @@ class EngineWorker(QObject):
         still = backend.model  # refused before the old model was freed (a missing or damaged file): it stays
         if still is not None:
             self.modelLoaded.emit(still)
-
-    @Slot()
-    def unload(self) -> None:
-        if self._backend is not None and self._backend.model is not None:
-            self._backend.unload()
-            self.modelUnloaded.emit()
 
     @Slot(object, object)
     def generate(self, request: GenerationRequest, control: GenerationControl) -> None:
@@ -179,7 +172,6 @@ class EngineController(QObject):
     loadProgress = Signal(float)  # the fraction of the model read, 0.0 to 1.0
     modelLoaded = Signal(object)
     modelLoadFailed = Signal(str, bool)  # message, and whether the engine's process crashed during the load
-    modelUnloaded = Signal()
     contextTrimmed = Signal(str, int)
     promptProgress = Signal(str, int, int, float)  # request id, evaluated, total, seconds left (-1: unknown)
     textReady = Signal(str, str, str)
@@ -189,7 +181,6 @@ class EngineController(QObject):
     generationInterrupted = Signal(str, str)  # the engine process died mid-answer; the next request restarts it
 
     _loadRequested = Signal(object, object)
-    _unloadRequested = Signal()
     _generateRequested = Signal(object, object)
     _shutdownRequested = Signal()
 
@@ -208,7 +199,6 @@ class EngineController(QObject):
 
         # Requests: GUI -> worker. The worker lives in another thread, so these connections are queued.
         self._loadRequested.connect(self._worker.load)
-        self._unloadRequested.connect(self._worker.unload)
         self._generateRequested.connect(self._worker.generate)
         self._shutdownRequested.connect(self._worker.shutdown)
         # Results: worker -> GUI (queued: this controller lives in the GUI thread).
@@ -216,7 +206,6 @@ class EngineController(QObject):
         self._worker.loadProgress.connect(self.loadProgress)
         self._worker.modelLoaded.connect(self._on_loaded)
         self._worker.modelLoadFailed.connect(self._on_load_failed)
-        self._worker.modelUnloaded.connect(self._on_unloaded)
         self._worker.contextTrimmed.connect(self.contextTrimmed)
         self._worker.promptProgress.connect(self.promptProgress)
         self._worker.textReady.connect(self.textReady)
@@ -238,10 +227,6 @@ class EngineController(QObject):
     @property
     def busy(self) -> bool:
         return bool(self._controls)
-
-    @property
-    def current_request_ids(self) -> list[str]:
-        return list(self._controls)
 
     @property
     def thread_running(self) -> bool:
@@ -278,11 +263,6 @@ class EngineController(QObject):
     def cancel_load(self) -> None:
         """Stop the model load in progress (llama.cpp gives up within a fraction of a second), from any thread."""
         self._load_cancel.set()
-
-    def unload_model(self) -> None:
-        self.start()
-        self.cancel()
-        self._unloadRequested.emit()
 
     def generate(self, request: GenerationRequest, control: GenerationControl | None = None) -> str:
         """Queue ``request``; ``control`` lets a caller on another thread (the API server) hold the cancel flag."""
@@ -322,11 +302,6 @@ class EngineController(QObject):
         self._loading = False
         self._model = None
         self.modelLoadFailed.emit(message, crashed)
-
-    @Slot()
-    def _on_unloaded(self) -> None:
-        self._model = None
-        self.modelUnloaded.emit()
 
     @Slot(str, object)
     def _on_finished(self, request_id: str, finished: Finished) -> None:
