@@ -100,6 +100,38 @@ def test_gemma_partially_offloaded_lands_where_the_plan_said(gemma_path: Path, r
     assert abs(device_weights - planned_weights) <= 0.10 * planned_weights, (device_weights, planned_weights)
     assert abs(device_kv - planned_kv) <= 0.10 * planned_kv, (device_kv, planned_kv)
     assert result["answer"], "nothing was generated on the offload device"
+    # llama.cpp's dry run, asked before the load, said what the load then allocated on the device
+    dry = result["dry_run"]
+    assert isinstance(dry, dict) and set(dry) >= {"RPC0", "CPU"}, dry
+    dry_weights, dry_kv, dry_compute = dry["RPC0"]
+    assert abs(dry_weights - device_weights) <= 0.01 * device_weights, (dry_weights, device_weights)
+    assert abs(dry_kv - device_kv) <= 0.01 * device_kv, (dry_kv, device_kv)
+    assert dry_compute > 0
+
+
+def test_when_llama_cpp_needs_more_than_the_device_has_fewer_layers_are_offloaded(
+    gemma_path: Path, rpc_endpoint: str
+) -> None:
+    """The plan is checked by llama.cpp's own dry run before the load; llama.cpp wins when they disagree."""
+    facts = facts_from_headers([read_gguf_header(gemma_path)])
+    ctx = 2048
+    compute = compute_buffer_bytes(facts, ctx, FitOptions(context=ctx, n_ubatch=DEFAULT_BATCH["gpu"]))
+    per_block = facts.layer_bytes[-1] + kv_cache_bytes(facts, ctx) // facts.block_count
+    limit = GPU_RESERVE + compute + facts.output_bytes + 2 * per_block  # about two blocks; the plan asks for all
+    request = json.dumps({"path": str(gemma_path), "n_ctx": ctx, "gpu_memory_limit": limit})
+    out = subprocess.run(
+        [sys.executable, str(RPC_SCRIPT), "replan", rpc_endpoint, request],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["planned_layers"] == facts.block_count + 1  # planned for the whole (RAM-backed) device
+    assert 0 < result["checked_layers"] < result["planned_layers"], result
+    weights, kv, compute_bytes = result["dry_run"]["RPC0"]
+    assert weights + kv + compute_bytes <= limit - GPU_RESERVE, result  # what llama.cpp says now fits
+    assert any("dry run" in note for note in result["notes"]), result["notes"]
 
 
 def test_moe_experts_stay_in_ram_and_the_rest_goes_to_the_device(tmp_path: Path, rpc_endpoint: str) -> None:

@@ -56,6 +56,7 @@ from enclave.engine.types import (
 )
 
 if TYPE_CHECKING:
+    from enclave.engine.dry_run import DryRun
     from enclave.models.hardware import Hardware
     from enclave.models.placement import LoadPlan
 
@@ -86,6 +87,7 @@ class LlamaCppBackend:
         self._abortable = True  # every layer on the CPU backend, which polls llama.cpp's abort callback
         self._graph_nodes: int | None = None  # abort-callback calls in one batch: progress inside a batch
         self._plan: LoadPlan | None = None
+        self._dry_run: DryRun | None = None  # llama.cpp's dry run of the last load (offloading loads only)
         self._plan_hardware: Hardware | None = None
         init_llama_runtime()
 
@@ -116,36 +118,13 @@ class LlamaCppBackend:
         plan = self.plan(request)
         self.unload()  # one model at a time: free the old one before allocating the next
         started = time.monotonic()
-        threads = plan.n_threads or default_threads()
-        import llama_cpp
-
-        cache_type = {
-            "f16": llama_cpp.GGML_TYPE_F16,
-            "q8_0": llama_cpp.GGML_TYPE_Q8_0,
-            "q4_0": llama_cpp.GGML_TYPE_Q4_0,
-        }[plan.kv_cache_type]
-        devices = self._devices(request)
-        extra = ModelParamsExtra(
-            devices=[d.handle for d in devices],  # always explicit: [] keeps llama.cpp off every GPU (CPU only)
-            tensor_overrides=[tensor_override(o) for o in plan.tensor_overrides],
-            progress=_load_progress(cancel, progress) if cancel is not None or progress is not None else None,
-        )
+        devices, extra, settings = self._load_settings(plan, request, cancel, progress)
+        self._dry_run = None
+        if devices and plan.n_gpu_layers != 0:
+            plan = self._check_with_dry_run(plan, request, extra, settings, devices)
+            settings["n_gpu_layers"] = plan.n_gpu_layers
         try:
-            llm = open_llama(
-                extra,
-                model_path=str(path),
-                n_ctx=plan.n_ctx,
-                n_batch=plan.n_batch,
-                n_ubatch=plan.n_batch,
-                n_gpu_layers=plan.n_gpu_layers,
-                n_threads=threads,
-                n_threads_batch=threads,
-                swa_full=True,  # sliding-window models (Gemma 3) need a full cache for prefix reuse across turns
-                flash_attn=True,  # smaller compute buffers at long contexts (the fit estimate assumes it), a bit faster
-                type_k=cache_type,
-                type_v=cache_type,  # a quantized V cache needs flash attention, which is on
-                verbose=False,
-            )
+            llm = open_llama(extra, **settings)
         except (ValueError, RuntimeError, OSError) as exc:
             if cancel is not None and cancel.is_set():
                 raise ModelLoadCancelled(f"Loading {path.name} was cancelled.") from exc
@@ -194,6 +173,136 @@ class LlamaCppBackend:
         )
         log.info("loaded %s (%s, format %s) in %.1f s", name, architecture, fmt.name, self._info.load_seconds)
         return self._info
+
+    def _load_settings(
+        self,
+        plan: LoadPlan,
+        request: LoadRequest,
+        cancel: threading.Event | None = None,
+        progress: Callable[[float], None] | None = None,
+    ) -> tuple[list[Device], ModelParamsExtra, dict[str, Any]]:
+        """The devices, the bridged model params and the ``Llama()`` arguments that load ``plan``."""
+        threads = plan.n_threads or default_threads()
+        import llama_cpp
+
+        cache_type = {
+            "f16": llama_cpp.GGML_TYPE_F16,
+            "q8_0": llama_cpp.GGML_TYPE_Q8_0,
+            "q4_0": llama_cpp.GGML_TYPE_Q4_0,
+        }[plan.kv_cache_type]
+        devices = self._devices(request)
+        extra = ModelParamsExtra(
+            devices=[d.handle for d in devices],  # always explicit: [] keeps llama.cpp off every GPU (CPU only)
+            tensor_overrides=[tensor_override(o) for o in plan.tensor_overrides],
+            progress=_load_progress(cancel, progress) if cancel is not None or progress is not None else None,
+        )
+        settings: dict[str, Any] = dict(
+            model_path=str(Path(request.path)),
+            n_ctx=plan.n_ctx,
+            n_batch=plan.n_batch,
+            n_ubatch=plan.n_batch,
+            n_gpu_layers=plan.n_gpu_layers,
+            n_threads=threads,
+            n_threads_batch=threads,
+            swa_full=True,  # sliding-window models (Gemma 3) need a full cache for prefix reuse across turns
+            flash_attn=True,  # smaller compute buffers at long contexts (the fit estimate assumes it), a bit faster
+            type_k=cache_type,
+            type_v=cache_type,  # a quantized V cache needs flash attention, which is on
+            verbose=False,
+        )
+        return devices, extra, settings
+
+    def _check_with_dry_run(
+        self,
+        plan: LoadPlan,
+        request: LoadRequest,
+        extra: ModelParamsExtra,
+        settings: dict[str, Any],
+        devices: Sequence[Device],
+    ) -> LoadPlan:
+        """Ask llama.cpp what ``plan`` allocates on each GPU before allocating it (``enclave.engine.dry_run``).
+
+        A difference of more than 10 % from the planner's figures is logged. When llama.cpp needs more than a
+        device has room for, llama.cpp is trusted: fewer layers are offloaded (each new count checked by another dry
+        run) and the plan says why. A number of GPU layers the user chose is loaded as chosen.
+        """
+        from enclave.engine.dry_run import DryRunError, dry_run
+        from enclave.models.fit import GPU_RESERVE
+        from enclave.models.placement import restrict_gpu_memory
+
+        hardware = self._plan_hardware
+        names = [d.name for d in devices]
+        mib = 1024 * 1024
+
+        def attempt(layers: int) -> Any:
+            try:
+                return dry_run(extra, **{**settings, "n_gpu_layers": layers})
+            except (DryRunError, ValueError, RuntimeError, OSError) as exc:
+                log.warning("llama.cpp's dry run failed (%s); loading the plan unchecked", exc)
+                return None
+
+        dry = attempt(plan.n_gpu_layers)
+        if dry is None:
+            return plan
+        on_gpus = [dry.on(name) for name in names]
+        weights, kv, compute = (sum(getattr(b, part) for b in on_gpus) for part in ("model", "context", "compute"))
+        planned_compute = plan.estimate.breakdown.compute * len(names) if plan.estimate is not None else 0
+        for what, planned, real in (
+            ("weights", plan.device_weight_bytes, weights),
+            ("KV cache", plan.device_kv_bytes, kv),
+            ("compute buffers", planned_compute, compute),
+        ):
+            if abs(real - planned) > 0.10 * max(planned, real, 1) and max(planned, real) > 16 * mib:
+                log.warning(
+                    "plan vs llama.cpp's dry run on %s: %s %.0f MiB planned, %.0f MiB by llama.cpp",
+                    ", ".join(names), what, planned / mib, real / mib,
+                )  # fmt: skip
+        log.info("llama.cpp's dry run (%.2f s): %s", dry.seconds, dry.describe())
+        self._dry_run = dry
+        if hardware is None or "GPU layers" in plan.user_fields:
+            return plan
+        room = {
+            g.device: g.usable_bytes - GPU_RESERVE
+            for g in restrict_gpu_memory(hardware, request.gpu_memory_limit).gpus
+            if g.device in names
+        }
+
+        def excess(run: Any) -> int:
+            return max((run.on(name).total - limit for name, limit in room.items()), default=0)
+
+        layers = plan.n_gpu_layers if plan.n_gpu_layers >= 0 else plan.block_count + 1
+        first = layers
+        for _ in range(8):
+            over = excess(dry)
+            if over <= 0 or layers <= 0:
+                break
+            on_device = sum(dry.on(name).model + dry.on(name).context for name in room)
+            per_layer = max(1, on_device // max(1, layers))
+            layers = max(0, layers - max(1, -(-over // per_layer)))
+            if layers == 0:
+                break
+            retry = attempt(layers)
+            if retry is None:
+                layers = 0  # no dry run to trust for a smaller offload: stay on the safe side
+                break
+            dry = retry
+        if layers == first:
+            return plan
+        note = (
+            f"llama.cpp's dry run needs more GPU memory than the plan estimated: {layers} of {first} layers "
+            "offloaded instead."
+            if layers
+            else "llama.cpp's dry run needs more GPU memory than this device has free: the model runs on the CPU."
+        )
+        log.warning("%s (%s)", note, dry.describe())
+        self._dry_run = dry if layers else None
+        return replace(
+            plan,
+            n_gpu_layers=layers,
+            notes=(*plan.notes, note),
+            device_weight_bytes=sum(dry.on(n).model for n in names) if layers else 0,
+            device_kv_bytes=sum(dry.on(n).context for n in names) if layers else 0,
+        )
 
     def plan(self, request: LoadRequest) -> LoadPlan:
         """The load plan for ``request`` on this computer, as llama.cpp in this process sees it."""
