@@ -4,9 +4,10 @@
 
 Each start is tests/gui_startup_child.py on one profile (as tests/test_ui_startups.py, which runs five): the app loads
 Gemma in the engine host, opens MiniLM in the embedding host, indexes a real PDF (the first time; later starts find it
-unchanged), asks a question about it with the documents on, checks the answer cites the PDF, and closes. Prints each
-start's outcome and wall time, then the count of crashes (non-zero exit, no report, or a report that is not "done"),
-of starts whose window process imported llama_cpp, and min / median / max seconds per start.
+unchanged), asks a question about it in a new chat with the documents on, checks the answer cites the PDF, and
+closes. Prints each start's outcome and wall time (and, for a start that failed, what the child saw: status bar,
+load marker, the engine host's state and log), then the count of crashes (non-zero exit, no report, or a report that
+is not "done"), of starts whose window process imported llama_cpp, and min / median / max seconds per start.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="enclave-startups-") as folder:
         home = Path(folder) / "profile"
         os.environ["ENCLAVE_HOME"] = str(home)
+        os.environ["ENCLAVE_STARTUP_NEW_CHAT"] = "1"  # each start asks in a new chat, as after a fresh start
         from enclave.paths import app_paths
         from enclave.settings.settings import Settings, SettingsStore
 
@@ -47,6 +49,7 @@ def main() -> int:
         seconds: list[float] = []
         for run in range(args.runs):
             began = time.monotonic()
+            report: dict[str, object] | None = None
             try:
                 report = start_app(home, minilm)
                 ok = report["step"] == "done" and any(s.startswith(PDF.name) for s in report["sources"])
@@ -61,6 +64,10 @@ def main() -> int:
                 time.sleep(0.1)
             left_hosts += bool(hosts_of(home))
             print(f"start {run + 1:3d}: {outcome} ({seconds[-1]:.1f} s)", flush=True)
+            if not ok and report is not None:
+                print(f"           diagnostics: {report.get('diagnostics')}", flush=True)
+                stderr = str(report.get("stderr", "")).splitlines()[-8:]
+                print("           window stderr tail: " + " | ".join(stderr), flush=True)
     print(
         f"{args.runs} starts: {crashes} crashed or failed, {leaks} imported llama_cpp in the window's process, "
         f"{left_hosts} left a host running; seconds per start min/median/max "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.abc
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -58,11 +59,41 @@ def main(pdf: str, question: str) -> int:
         timer.stop()
         win.close()
 
+    def diagnose(win: MainWindow) -> dict[str, object]:
+        """What a stuck start looked like: the window's own words, the load guard, the engine host's state."""
+        from enclave.paths import app_paths
+
+        marker = app_paths().data / "last-load.json"
+        found: dict[str, object] = {
+            "status_bar": win.statusBar().currentMessage(),
+            "load_marker": marker.read_text(encoding="utf-8") if marker.exists() else None,
+            "controller_loading": getattr(win.controller, "_loading", None),
+        }
+        backend = getattr(win.controller._worker, "_backend", None)
+        process = getattr(backend, "_process", None)
+        if process is not None:
+            found["host_pid"] = process.pid
+            found["host_exit"] = process.poll()
+            for name in ("status", "wchan"):
+                try:
+                    with open(f"/proc/{process.pid}/{name}", encoding="utf-8") as f:
+                        text = f.read()
+                    found[f"host_{name}"] = text if name == "wchan" else text.split("\n")[2]
+                except OSError:
+                    pass
+        if backend is not None and hasattr(backend, "stderr_tail"):
+            found["host_stderr_tail"] = backend.stderr_tail()[-15:]
+        return found
+
     def tick() -> None:
         win = window()
         if win is None:
             return
         if time.monotonic() - started > TIMEOUT_S:
+            try:
+                report["diagnostics"] = diagnose(win)
+            except Exception as exc:  # a diagnosis must not hide the timeout
+                report["diagnostics"] = repr(exc)
             finish(win, f"timed out at {report['step']}")
             return
         if win.controller.model is None:
@@ -80,6 +111,8 @@ def main(pdf: str, question: str) -> int:
         if not state["asked"]:
             state["asked"] = True
             report["step"] = "answering"
+            if os.environ.get("ENCLAVE_STARTUP_NEW_CHAT") == "1":
+                win.new_chat()  # every start asks in a new chat (else the chat grows until sources find no room)
             win.composer.editor.setPlainText(question)
             QTest.keyClick(win.composer.editor, Qt.Key.Key_Return)
             return
