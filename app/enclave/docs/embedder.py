@@ -16,9 +16,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np  # imported where used: the window's first paint does not wait for numpy
+
 
 MAX_INPUT_TOKENS = 512  # chunks are a few hundred tokens; more context would only cost memory
 # llama.cpp batch (n_batch == n_ubatch). Attention spans the whole batch, so bigger is not faster: on 2 cores MiniLM
@@ -195,6 +197,8 @@ class Embedder:
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
         """Normalised float32 vectors, one row per text; llama-cpp-python packs them into batches of n_batch tokens."""
+        import numpy as np
+
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         try:

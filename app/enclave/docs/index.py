@@ -25,11 +25,12 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from enclave.docs.chunking import Chunk
+
+if TYPE_CHECKING:
+    import numpy as np  # imported where used: the window's first paint does not wait for numpy
 
 BUSY_TIMEOUT_MS = 5000
 # Porter stemming so "tomatoes" finds "tomato" (English suffixes only; other languages are at worst over-conflated,
@@ -502,6 +503,8 @@ class DocumentIndex:
         return int(rows[0][0])
 
     def add_vectors(self, model: str, chunk_ids: Sequence[int], vectors: np.ndarray) -> None:
+        import numpy as np
+
         if len(chunk_ids) != len(vectors):
             raise ValueError("one vector per chunk")
         matrix = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -532,6 +535,8 @@ class DocumentIndex:
 
     def vectors_after(self, model: str, after_chunk_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(chunk ids ascending, collection ids, float32 matrix) of ``model``'s vectors with chunk id > after."""
+        import numpy as np
+
         rows = self._query(
             "SELECT e.chunk_id, d.collection_id, e.vector FROM embeddings e JOIN chunks ch ON ch.id = e.chunk_id "
             "JOIN documents d ON d.id = ch.document_id WHERE e.model = ? AND e.chunk_id > ? ORDER BY e.chunk_id",

@@ -19,14 +19,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from enclave.docs.embedder import EmbedderError, ModelFamily
 from enclave.engine import host_protocol as wire
 from enclave.engine.isolated import HostDied, HostProcess
 from enclave.engine.types import EngineError
+
+if TYPE_CHECKING:
+    import numpy as np  # imported where used: the window's first paint does not wait for numpy
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,8 @@ class IsolatedEmbedder(HostProcess):
         return self._max_text_tokens
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        import numpy as np
+
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return self._vectors(list(texts), "documents")

@@ -21,11 +21,13 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from enclave.docs.embedder import TextEmbedder
 from enclave.docs.index import ChunkRow, DocumentIndex
+
+if TYPE_CHECKING:
+    import numpy as np  # imported where used: the window's first paint does not wait for numpy
 
 # Fusion settings chosen on the 73-question R-manuals evaluation (evals/, docs/benchmarks.md): BM25 at half the
 # weight of the vectors and a smaller RRF constant (Cormack et al. use 60) raised hybrid recall@5 from 0.712 to 0.767
@@ -99,16 +101,24 @@ class SearchResponse:
         return not self.relevant
 
 
+def _zeros(shape: int | tuple[int, int], dtype: str) -> np.ndarray:
+    import numpy as np
+
+    return np.zeros(shape, dtype=dtype)
+
+
 @dataclass
 class _Vectors:
     model: str
     generation: int
-    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    collections: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    matrix: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    ids: np.ndarray = field(default_factory=lambda: _zeros(0, "int64"))
+    collections: np.ndarray = field(default_factory=lambda: _zeros(0, "int64"))
+    matrix: np.ndarray = field(default_factory=lambda: _zeros((0, 0), "float32"))
     size: int = 0  # rows in use; the arrays have spare capacity so appends are amortised O(1)
 
     def append(self, ids: np.ndarray, collections: np.ndarray, matrix: np.ndarray) -> None:
+        import numpy as np
+
         n = len(ids)
         if not n:
             return
@@ -319,6 +329,8 @@ class Searcher:
     def _vector_ranking(
         self, vectors: _Vectors, query_vector: np.ndarray, collection_ids: frozenset[int] | None
     ) -> tuple[list[int], dict[int, float]]:
+        import numpy as np
+
         n = vectors.size
         if not n:
             return [], {}
@@ -340,6 +352,8 @@ class Searcher:
         vectors: _Vectors, query_vector: np.ndarray, chunk_ids: list[int], similarity: dict[int, float]
     ) -> None:
         """Cosine for keyword-only hits too, so every result can be judged relevant or not."""
+        import numpy as np
+
         if not chunk_ids or not vectors.size:
             return
         ids = vectors.ids[: vectors.size]
