@@ -464,6 +464,10 @@ def test_bubbles_links_and_icons_follow_a_live_switch_to_dark(app: App, qapp: QA
             # The rendered bubble really is painted in the new colour.
             image = user_card.grab().toImage()
             assert image.pixelColor(user_card.width() // 2, 3).name() == bubble.name()
+            # The header's model picker (a button with a style sheet, which Qt leaves in the old palette) follows.
+            picker = app.window.header.picker
+            assert picker.palette().color(QPalette.ColorRole.ButtonText) == palette.color(QPalette.ColorRole.ButtonText)
+            assert picker.palette().color(QPalette.ColorRole.Button) == palette.color(QPalette.ColorRole.Button)
     finally:
         apply_appearance(qapp, "light")
         qapp.processEvents()

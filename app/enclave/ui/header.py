@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QMenu, QPushButton, QToolButton, QVBoxLayout, QWidget
 
 from enclave.engine.types import ModelInfo
@@ -47,6 +47,9 @@ def where_it_runs(placement: str) -> str:
     return placement.split(" · ", 1)[0] if placement else ""
 
 
+NO_MENU_INDICATOR = "QToolButton::menu-indicator { image: none; width: 0px; }"
+
+
 class ModelPicker(QToolButton):
     """Shows the model in use and where it runs; the menu lists installed models, Open… and Manage models…."""
 
@@ -63,10 +66,17 @@ class ModelPicker(QToolButton):
         self.setFont(scaled_font(self, TYPE_SUBTITLE, bold=True))
         self.menu_ = QMenu(self)
         self.setMenu(self.menu_)
-        self.setStyleSheet("QToolButton::menu-indicator { image: none; width: 0px; }")  # the text ends in ▾
+        self.setStyleSheet(NO_MENU_INDICATOR)  # the text ends in ▾
         self._installed: list[tuple[str, str]] = []  # (name, path)
         self._current: str | None = None
         self.set_state("none")
+
+    def restyle(self) -> None:
+        """A child widget with a style sheet keeps the palette it was polished with and is told nothing when the
+        application's palette changes (a live light/dark switch left the model name dark on dark): the parent calls
+        this on its own palette change, and setting the sheet again polishes the button with the new colours."""
+        self.setStyleSheet("")
+        self.setStyleSheet(NO_MENU_INDICATOR)
 
     def set_installed(self, models: Sequence[tuple[str, str]]) -> None:
         self._installed = list(models)
@@ -128,6 +138,11 @@ class ChatHeader(QWidget):
         layout.addWidget(self.where)
         layout.addStretch(1)
         layout.addWidget(self.models_button)
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange:
+            self.picker.restyle()
 
     def show_model(self, info: ModelInfo | None, loading_text: str = "") -> None:
         if loading_text:
