@@ -369,7 +369,9 @@ def main() -> int:
     cache_root = Path.home() / ".cache"  # on disk (not a tmpfs /tmp), so dropping the page cache reaches it
     cache_root.mkdir(parents=True, exist_ok=True)
     server = Xvfb() if args.xvfb else contextlib.nullcontext()
-    with tempfile.TemporaryDirectory(prefix="enclave-bench-pyc-", dir=cache_root) as pycache, server as x:
+    # ignore_cleanup_errors: a child that is still exiting may write one last bytecode file while it is removed
+    pycache_dir = tempfile.TemporaryDirectory(prefix="enclave-bench-pyc-", dir=cache_root, ignore_cleanup_errors=True)
+    with pycache_dir as pycache, server as x:
         if x is not None:
             env.update(DISPLAY=x.display, QT_QPA_PLATFORM="xcb")
         if args.bytecode == "cached":
