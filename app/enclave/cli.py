@@ -135,7 +135,7 @@ def _serve_model_path(requested: str | None) -> str | None:
     from enclave.paths import app_paths
     from enclave.usecases.loading import saved_settings
 
-    registry_file = app_paths().data / "models.json"
+    registry_file = app_paths().models_file
     registry = ModelRegistry(registry_file) if registry_file.exists() else None
     if requested:
         found = registry.find(requested) if registry is not None else None

@@ -33,6 +33,16 @@ class AppPaths:
     def models_dir(self) -> Path:
         return self.data / "models"
 
+    @property
+    def models_file(self) -> Path:
+        """The installed-model registry (models/installed.py)."""
+        return self.data / "models.json"
+
+    @property
+    def documents_db(self) -> Path:
+        """The documents index (docs/index.py)."""
+        return self.data / "documents.sqlite3"
+
     def ensure(self) -> AppPaths:
         for directory in (self.data, self.config, self.cache):
             directory.mkdir(parents=True, exist_ok=True)

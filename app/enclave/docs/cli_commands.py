@@ -32,7 +32,7 @@ NO_EMBEDDER = (
 def index_path() -> Path:
     from enclave.paths import app_paths
 
-    return app_paths().ensure().data / "documents.sqlite3"
+    return app_paths().ensure().documents_db
 
 
 def register(subparsers: Any) -> None:

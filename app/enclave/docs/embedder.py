@@ -216,7 +216,7 @@ def active_embedding_model_path() -> Path | None:
     from enclave.models.installed import ModelRegistry
     from enclave.paths import app_paths
 
-    registry_file = app_paths().data / "models.json"
+    registry_file = app_paths().models_file
     if not registry_file.exists():
         return None
     model = ModelRegistry(registry_file).active("embedding")

@@ -19,7 +19,7 @@ EXIT_OK, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_NETWORK = 0, 2, 3, 5
 
 def registry() -> ModelRegistry:
     paths = app_paths().ensure()
-    return ModelRegistry(paths.data / "models.json")
+    return ModelRegistry(paths.models_file)
 
 
 def register_models_commands(models: Any) -> None:

@@ -83,7 +83,7 @@ def run_gui(model_path: str | None = None) -> int:
         QMessageBox.critical(None, APP_NAME, f"{store_problem}\n\nEnclave cannot start without its chat history.")
         return 1
     controller = EngineController(real_backend)
-    documents = DocsController(index_path=paths.data / "documents.sqlite3")
+    documents = DocsController(index_path=paths.documents_db)
     window = MainWindow(store, controller, SettingsStore(paths.settings_file), loaded.settings, documents)
     window.show()
     controller.start()

@@ -288,7 +288,7 @@ class MainWindow(QMainWindow):
 
             # Listed in Models like a dropped file; a file that can't be listed still gets the engine's own word.
             with contextlib.suppress(ModelError):
-                import_model(ModelRegistry(app_paths().ensure().data / "models.json"), Path(path))
+                import_model(ModelRegistry(app_paths().ensure().models_file), Path(path))
             self.load_model(path, remember=True)
 
     @staticmethod
@@ -328,7 +328,7 @@ class MainWindow(QMainWindow):
         from enclave.models.installed import ModelError, ModelRegistry, import_model
 
         try:
-            import_model(ModelRegistry(app_paths().ensure().data / "models.json"), Path(path))
+            import_model(ModelRegistry(app_paths().ensure().models_file), Path(path))
         except ModelError as exc:
             self.statusBar().showMessage(str(exc), 15000)
             self.welcome.show_error(str(exc))
@@ -351,7 +351,7 @@ class MainWindow(QMainWindow):
         from enclave.models.installed import ModelRegistry
 
         try:
-            models = ModelRegistry(app_paths().ensure().data / "models.json").models()
+            models = ModelRegistry(app_paths().ensure().models_file).models()
         except (OSError, ValueError):
             models = []
         self.header.picker.set_installed([(m.name, m.path) for m in models if m.role == "chat"])
@@ -670,7 +670,7 @@ class MainWindow(QMainWindow):
         from enclave.ui.models_dialog import ModelsDialog
 
         paths = app_paths().ensure()
-        registry_path = paths.data / "models.json"
+        registry_path = paths.models_file
         if self.downloads is None:
             self.downloads = DownloadController(registry_path, paths.models_dir, self)
         dialog = ModelsDialog(ModelRegistry(registry_path), self.downloads, paths.models_dir, self)
@@ -692,7 +692,7 @@ class MainWindow(QMainWindow):
         if isinstance(model, InstalledModel) and model.role == "embedding" and self.documents is not None:
             from enclave.models.installed import ModelRegistry
 
-            registry = ModelRegistry(app_paths().ensure().data / "models.json")
+            registry = ModelRegistry(app_paths().ensure().models_file)
             if self.documents.embedder_info is None or registry.active("embedding") is None:
                 registry.set_active(model.id, "embedding")  # the first embedding model is put to use at once
                 self._use_embedding_model(model.path)
@@ -816,7 +816,7 @@ class MainWindow(QMainWindow):
     def open_settings(self) -> None:
         from enclave.models.installed import ModelError, ModelRegistry
 
-        registry = ModelRegistry(app_paths().ensure().data / "models.json")
+        registry = ModelRegistry(app_paths().ensure().models_file)
         embedders = [(m.id, m.name) for m in registry.models() if m.role == "embedding"]
         active = registry.active("embedding")
         model = self.controller.model

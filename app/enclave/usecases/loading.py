@@ -20,7 +20,7 @@ def model_overrides(path: str | Path, registry_path: Path | None = None) -> dict
     """The per-model settings saved for ``path`` in the installed-model registry (empty if none)."""
     from enclave.models.installed import ModelRegistry
 
-    registry_path = registry_path or app_paths().data / "models.json"
+    registry_path = registry_path or app_paths().models_file
     if not registry_path.exists():
         return {}
     model = ModelRegistry(registry_path).find(str(path))

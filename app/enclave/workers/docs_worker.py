@@ -487,7 +487,7 @@ class DocsController(QObject):
         if index_path is None:
             from enclave.paths import app_paths
 
-            index_path = app_paths().ensure().data / "documents.sqlite3"
+            index_path = app_paths().ensure().documents_db
         self._control = IngestControl()
         self._thread = QThread()
         self._thread.setObjectName("enclave-documents")
