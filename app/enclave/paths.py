@@ -43,6 +43,11 @@ class AppPaths:
         """The documents index (docs/index.py)."""
         return self.data / "documents.sqlite3"
 
+    @property
+    def load_marker(self) -> Path:
+        """The model load in progress, kept if it crashed (usecases/loading.py: no crash loops at start)."""
+        return self.data / "last-load.json"
+
     def ensure(self) -> AppPaths:
         for directory in (self.data, self.config, self.cache):
             directory.mkdir(parents=True, exist_ok=True)

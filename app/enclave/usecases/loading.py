@@ -62,7 +62,7 @@ class LoadGuard:
     """
 
     def __init__(self, marker: Path | None = None) -> None:
-        self.marker = marker or app_paths().data / "last-load.json"
+        self.marker = marker or app_paths().load_marker
 
     def begin(self, path: str | Path) -> None:
         self._write({"path": str(path), "state": "loading"})
