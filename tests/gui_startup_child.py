@@ -63,7 +63,7 @@ def main(pdf: str, question: str) -> int:
         """What a stuck start looked like: the window's own words, the load guard, the engine host's state."""
         from enclave.paths import app_paths
 
-        marker = app_paths().data / "last-load.json"
+        marker = app_paths().load_marker
         found: dict[str, object] = {
             "status_bar": win.statusBar().currentMessage(),
             "load_marker": marker.read_text(encoding="utf-8") if marker.exists() else None,
