@@ -288,26 +288,50 @@ class _Answer:
         self.finished: Finished | None = None
 
     async def _deltas(self) -> AsyncIterator[TextDelta]:
-        """Text as it comes, then ``self.finished`` is set; raises ApiError when the engine failed."""
+        """Text as it comes, then ``self.finished`` is set; raises ApiError when the engine failed.
+
+        Pieces already waiting in the queue when the loop gets to it are sent as one delta (one SSE chunk): a busy
+        machine then spends less of its CPU per token outside llama.cpp, and nothing is held back that has arrived.
+        """
+        events = self.job.events
         while True:
-            item = await self.job.events.get()
-            if isinstance(item, JobDone):
-                if item.error is not None:
-                    raise _as_api_error(item.error)
-                if self.finished is None:
-                    raise ApiError(500, "The engine stopped without finishing the answer.", kind="server_error")
-                return
-            if isinstance(item, Finished):
-                self.finished = item
-            elif isinstance(item, TextDelta) and not self.stopped_by_string:
-                content = item.content
-                if content and self.stops is not None:
-                    content, hit = self.stops.feed(content)
-                    if hit:
-                        self.stopped_by_string = True
-                        self.job.control.cancel.set()  # the rest would be cut anyway: stop generating it
-                if item.reasoning or content:
-                    yield TextDelta(reasoning=item.reasoning, content=content)
+            batch = [await events.get()]
+            while not events.empty():
+                batch.append(events.get_nowait())
+            reasoning: list[str] = []
+            content: list[str] = []
+            for item in batch:
+                if isinstance(item, TextDelta):
+                    if not self.stopped_by_string:
+                        reasoning.append(item.reasoning)
+                        content.append(self._through_stops(item.content))
+                    continue
+                if reasoning or content:
+                    merged = TextDelta(reasoning="".join(reasoning), content="".join(content))
+                    reasoning, content = [], []
+                    if merged.reasoning or merged.content:
+                        yield merged
+                if isinstance(item, JobDone):
+                    if item.error is not None:
+                        raise _as_api_error(item.error)
+                    if self.finished is None:
+                        raise ApiError(500, "The engine stopped without finishing the answer.", kind="server_error")
+                    return
+                if isinstance(item, Finished):
+                    self.finished = item
+            merged = TextDelta(reasoning="".join(reasoning), content="".join(content))
+            if merged.reasoning or merged.content:
+                yield merged
+
+    def _through_stops(self, content: str) -> str:
+        """``content`` less any stop string and what follows it (then generation is stopped)."""
+        if not content or self.stops is None or self.stopped_by_string:
+            return content
+        content, hit = self.stops.feed(content)
+        if hit:
+            self.stopped_by_string = True
+            self.job.control.cancel.set()  # the rest would be cut anyway: stop generating it
+        return content
 
     def _finish(self) -> tuple[str, dict[str, Any]]:
         finished = self.finished or Finished(FinishReason.STOP, GenerationStats())
