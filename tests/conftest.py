@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -54,3 +55,21 @@ def no_threads_left_behind() -> Iterator[None]:
         from enclave.workers.engine_worker import running_controllers
 
         assert not running_controllers(), "an EngineController was not shut down"
+
+
+@pytest.fixture
+def llama_log() -> Iterator[list[str]]:
+    """llama.cpp's own log lines (buffer sizes per device) while the test runs."""
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger("enclave.llama_cpp")
+    handler, level = Keep(), logger.level
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    yield lines
+    logger.removeHandler(handler)
+    logger.setLevel(level)

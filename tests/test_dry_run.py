@@ -7,34 +7,13 @@ here, not on a user's GPU. The offload-device side (RPC) is in test_placement.py
 
 from __future__ import annotations
 
-import logging
 import re
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from enclave.engine.dry_run import DeviceBytes, dry_run, memory_breakdown
 from enclave.engine.llama_runtime import ModelParamsExtra, open_llama
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-def llama_log() -> Iterator[list[str]]:
-    lines: list[str] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(record.getMessage())
-
-    logger = logging.getLogger("enclave.llama_cpp")
-    handler, level = Keep(), logger.level
-    logger.setLevel(logging.DEBUG)
-    logger.addHandler(handler)
-    yield lines
-    logger.removeHandler(handler)
-    logger.setLevel(level)
 
 
 def logged_mib(lines: list[str], kind: str) -> float:

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import ctypes
 import json
-import logging
 import math
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -73,24 +71,6 @@ def vulkan0() -> Device:
     if reason:
         pytest.skip(f"no Vulkan device: {reason}")
     return next(d for d in devices() if d.name == "Vulkan0")
-
-
-@pytest.fixture
-def llama_log() -> Iterator[list[str]]:
-    """llama.cpp's own log lines (buffer sizes per device) while the test runs."""
-    lines: list[str] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(record.getMessage())
-
-    logger = logging.getLogger("enclave.llama_cpp")
-    handler, level = Keep(), logger.level
-    logger.setLevel(logging.DEBUG)
-    logger.addHandler(handler)
-    yield lines
-    logger.removeHandler(handler)
-    logger.setLevel(level)
 
 
 def buffer_mib(lines: list[str], device: str, kind: str) -> float:

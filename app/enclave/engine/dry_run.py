@@ -61,7 +61,6 @@ class DryRun:
     """What a load allocates, by llama.cpp device ("CPU" for every host buffer, "Vulkan0", "RPC0", ...)."""
 
     devices: Mapping[str, DeviceBytes]
-    buffer_types: Mapping[str, DeviceBytes]  # the same by llama.cpp buffer type ("CPU_Mapped", "CPU_REPACK", ...)
     seconds: float
 
     def on(self, device: str) -> DeviceBytes:
@@ -199,10 +198,10 @@ def dry_run(extra: ModelParamsExtra, **llama_kwargs: Any) -> DryRun:
     )
     llm = open_llama(simulated, **{**llama_kwargs, "use_mmap": False})
     try:
-        devices, buffer_types = memory_breakdown(int(llm._ctx.ctx))
+        devices, _ = memory_breakdown(int(llm._ctx.ctx))
     finally:
         llm.close()
-    return DryRun(devices, buffer_types, time.monotonic() - started)
+    return DryRun(devices, time.monotonic() - started)
 
 
 __all__ = ["DeviceBytes", "DryRun", "DryRunError", "dry_run", "memory_breakdown"]

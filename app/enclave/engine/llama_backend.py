@@ -226,7 +226,7 @@ class LlamaCppBackend:
         device has room for, llama.cpp is trusted: fewer layers are offloaded (each new count checked by another dry
         run) and the plan says why. A number of GPU layers the user chose is loaded as chosen.
         """
-        from enclave.engine.dry_run import DryRunError, dry_run
+        from enclave.engine.dry_run import DeviceBytes, DryRunError, dry_run
         from enclave.models.fit import GPU_RESERVE
         from enclave.models.placement import restrict_gpu_memory
 
@@ -244,13 +244,12 @@ class LlamaCppBackend:
         dry = attempt(plan.n_gpu_layers)
         if dry is None:
             return plan
-        on_gpus = [dry.on(name) for name in names]
-        weights, kv, compute = (sum(getattr(b, part) for b in on_gpus) for part in ("model", "context", "compute"))
+        on_gpus = sum((dry.on(name) for name in names), DeviceBytes(0, 0, 0))
         planned_compute = plan.estimate.breakdown.compute * len(names) if plan.estimate is not None else 0
         for what, planned, real in (
-            ("weights", plan.device_weight_bytes, weights),
-            ("KV cache", plan.device_kv_bytes, kv),
-            ("compute buffers", planned_compute, compute),
+            ("weights", plan.device_weight_bytes, on_gpus.model),
+            ("KV cache", plan.device_kv_bytes, on_gpus.context),
+            ("compute buffers", planned_compute, on_gpus.compute),
         ):
             if abs(real - planned) > 0.10 * max(planned, real, 1) and max(planned, real) > 16 * mib:
                 log.warning(

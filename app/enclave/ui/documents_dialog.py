@@ -106,6 +106,7 @@ class DocumentsDialog(QDialog):
         self.docs = docs
         self._problems: dict[str, FileStatus] = {}  # files that could not be indexed, by path
         self._current = ""  # the file being indexed
+        self._rows: dict[str, QTreeWidgetItem] = {}  # by path: a file's status changes without rebuilding the table
 
         self.collection = QComboBox(self)
         self.collection.setAccessibleName("Collection new files are added to")
@@ -291,6 +292,7 @@ class DocumentsDialog(QDialog):
                 shown.add(queued_item.path)
         names = distinct_names(path for path, *_ in rows)
         self.tree.clear()
+        self._rows = {}
         for path, cells, document_id, tip in rows:
             item = QTreeWidgetItem([names[path], *cells])
             if document_id is not None:
@@ -300,14 +302,22 @@ class DocumentsDialog(QDialog):
                 item.setToolTip(4, tip)
             self.tree.addTopLevelItem(item)
             item.setSelected(path in selected)
+            self._rows[path] = item
         self.empty_label.setVisible(self.tree.topLevelItemCount() == 0)
         if self.progress.isHidden():
             self._show_idle()
+
+    def _set_status(self, path: str, status: str) -> None:
+        """One row's status, in place (the whole table is rebuilt only when the document list arrives)."""
+        item = self._rows.get(path)
+        if item is not None:
+            item.setText(4, status_text(status))
 
     @Slot(object)
     def _on_file_status(self, status: FileStatus) -> None:
         if status.status in ("ok", "unchanged", "skipped", "removed"):
             self._problems.pop(status.path, None)
+            self._set_status(status.path, status.status)
         elif status.status != "indexing":
             self._problems[status.path] = status
             self._on_documents(self.docs.documents)
@@ -318,7 +328,7 @@ class DocumentsDialog(QDialog):
         current = progress.current_path if busy else ""
         if current != self._current:
             self._current = current
-            self._render(self.docs.documents, self.docs.waiting)
+            self._set_status(current, "indexing")  # the file before it was set by its own status
         if not busy:
             self._show_idle()
             return

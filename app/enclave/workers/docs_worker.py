@@ -39,7 +39,7 @@ from enclave.docs.search import Searcher
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 0.1  # progress reaches the GUI at most 10 times a second
-DOCUMENTS_INTERVAL_S = 1.0  # while indexing, the document list (rows in the Documents window) once a second
+DOCUMENTS_INTERVAL_S = 5.0  # while indexing, the whole document list (pages, passages) at most every 5 s
 WAITING_SHOWN = 500  # queued files listed in the Documents window (the progress bar counts them all)
 RESCAN_QUIET_MS = 1500  # a folder is rescanned once it has been quiet this long
 PERIODIC_RESCAN_MS = 10 * 60 * 1000  # a stat of every file: ~0.03 s per 1,000 unchanged files
