@@ -16,9 +16,10 @@ import pytest
 
 from enclave.docs import index as index_module
 from enclave.docs.index import DocumentIndex
-from enclave.docs.ingest import DEFAULT_COLLECTION, MISSING, REMOVED, FileStatus, Ingester, is_under
+from enclave.docs.ingest import DEFAULT_COLLECTION, FileStatus, Ingester, is_under
 from enclave.docs.isolation import InProcessParser
 from enclave.docs.search import Searcher
+from enclave.docs.status import DocStatus
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 from docs_fakes import FakeEmbedder
@@ -117,8 +118,8 @@ def test_rescan_adds_new_requeues_changed_and_removes_deleted_files(
     assert taxes is not None
 
     immediate = ingester.rescan()
-    assert names(immediate) == {"volcanoes.md": "unchanged", "garden.md": "unchanged", "taxes.txt": REMOVED}
-    [removed] = [s for s in immediate if s.status == REMOVED]
+    assert names(immediate) == {"volcanoes.md": "unchanged", "garden.md": "unchanged", "taxes.txt": DocStatus.REMOVED}
+    [removed] = [s for s in immediate if s.status == DocStatus.REMOVED]
     assert removed.document_id == taxes.id and removed.path == taxes.path and removed.collection == DEFAULT_COLLECTION
     assert index.queue_size() == 2
     assert names(ingester.run()) == {"new.md": "ok", "bread.md": "ok"}
@@ -136,8 +137,8 @@ def test_rescan_adds_new_requeues_changed_and_removes_deleted_files(
     assert names(ingester.rescan()) == {
         "volcanoes.md": "unchanged",
         "bread.md": "unchanged",
-        "garden.md": REMOVED,
-        "new.md": REMOVED,
+        "garden.md": DocStatus.REMOVED,
+        "new.md": DocStatus.REMOVED,
     }
     assert {d.name for d in index.documents()} == {"volcanoes.md", "bread.md"}
     assert ingester.idle
@@ -147,7 +148,11 @@ def test_a_vanished_folder_keeps_its_documents(index: DocumentIndex, ingester: I
     away = notes.with_name("unplugged")
     notes.rename(away)  # as if the drive holding it were disconnected
     [status] = ingester.rescan()
-    assert (status.path, status.collection, status.status) == (str(notes.resolve()), DEFAULT_COLLECTION, MISSING)
+    assert (status.path, status.collection, status.status) == (
+        str(notes.resolve()),
+        DEFAULT_COLLECTION,
+        DocStatus.MISSING,
+    )
     assert status.error and "not found" in status.error
     assert len(index.documents()) == 4 and index.folders() == [(DEFAULT_COLLECTION, str(notes.resolve()))]
     assert ingester.idle
@@ -162,7 +167,7 @@ def test_an_emptied_folder_is_treated_like_an_unmounted_drive(
     shutil.rmtree(notes)
     notes.mkdir()
     [status] = ingester.rescan()
-    assert status.status == MISSING and status.error and "empty" in status.error
+    assert status.status == DocStatus.MISSING and status.error and "empty" in status.error
     assert len(index.documents()) == 4
 
 
@@ -183,7 +188,7 @@ def test_only_files_under_the_folder_and_in_its_collection_are_removed(
     (notes / "taxes.txt").unlink()
 
     statuses = ingester.rescan([(DEFAULT_COLLECTION, str(notes))])
-    assert [Path(s.path).name for s in statuses if s.status == REMOVED] == ["taxes.txt"]
+    assert [Path(s.path).name for s in statuses if s.status == DocStatus.REMOVED] == ["taxes.txt"]
     remaining = {(d.collection, d.name) for d in index.documents()}
     assert {(DEFAULT_COLLECTION, "old.md"), (DEFAULT_COLLECTION, "elsewhere.md"), ("Finance", "taxes.txt")} <= remaining
     assert (DEFAULT_COLLECTION, "taxes.txt") not in remaining

@@ -286,7 +286,7 @@ def test_a_damaged_index_is_kept_aside_and_a_new_one_started(make_controller: An
     with qtbot.waitSignal(controller.error, timeout=TIMEOUT_MS):
         controller.start()
     assert "damaged" in got.errors[0] and "add them again" in got.errors[0]
-    [kept] = list(index_path.parent.glob("documents.sqlite3.damaged-*"))
+    [kept] = list(index_path.parent.glob("documents.sqlite3.corrupt-*"))
     assert kept.read_bytes().startswith(b"this is not a database")
     with qtbot.waitSignal(controller.ingestFinished, timeout=TIMEOUT_MS):
         controller.add_paths([write_notes(tmp_path / "notes", 1)])

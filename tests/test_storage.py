@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from enclave.fsutil import quarantine
 from enclave.storage import db
 from enclave.storage.chats import ChatStore, MessageStats, MessageStatus
 from enclave.storage.db import (
@@ -22,7 +23,6 @@ from enclave.storage.db import (
     NotFoundError,
     StorageError,
     open_database,
-    quarantine_corrupt_database,
 )
 
 APP_DIR = Path(__file__).resolve().parents[1] / "app"
@@ -114,7 +114,7 @@ def test_garbage_file_raises_and_can_be_quarantined(db_path: Path) -> None:
     assert isinstance(excinfo.value, StorageError)
     assert db_path.read_bytes() == garbage  # opening must not have written anything
 
-    moved = quarantine_corrupt_database(db_path)
+    moved = quarantine(db_path, sqlite_sidecars=True)
     assert not db_path.exists()
     assert moved.parent == db_path.parent
     assert moved.name.startswith("chats.sqlite3.corrupt-")
@@ -122,17 +122,6 @@ def test_garbage_file_raises_and_can_be_quarantined(db_path: Path) -> None:
 
     with ChatStore(db_path) as fresh:  # a new, empty database now opens fine
         assert fresh.list_conversations() == []
-
-
-def test_quarantine_never_overwrites_an_earlier_backup(db_path: Path) -> None:
-    db_path.parent.mkdir(parents=True)
-    db_path.write_bytes(b"first")
-    first = quarantine_corrupt_database(db_path)
-    db_path.write_bytes(b"second")
-    second = quarantine_corrupt_database(db_path)
-    assert first != second
-    assert first.read_bytes() == b"first"
-    assert second.read_bytes() == b"second"
 
 
 # --- conversations and messages ---------------------------------------------------------------------------------

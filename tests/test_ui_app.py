@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from enclave.storage.db import StorageError
 from enclave.ui import app as ui_app
 
 
@@ -29,10 +28,10 @@ def test_a_database_that_cannot_be_replaced_is_reported_not_raised(
     db = tmp_path / "chats.sqlite3"
     db.write_bytes(b"this is not a database" * 100)
 
-    def refuse(path: Path) -> Path:
-        raise StorageError(f"Could not move the damaged chat database {path} aside: permission denied")
+    def refuse(path: Path, *, sqlite_sidecars: bool = False) -> Path:
+        raise PermissionError(13, "permission denied")
 
-    monkeypatch.setattr(ui_app, "quarantine_corrupt_database", refuse)
+    monkeypatch.setattr(ui_app, "quarantine", refuse)
     store, problem = ui_app.open_store(db)
     assert store is None
     assert problem is not None and "permission denied" in problem

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from enclave.docs.chunking import Chunk
+from enclave.docs.status import DocStatus
 
 if TYPE_CHECKING:
     import numpy as np  # imported where used: the window's first paint does not wait for numpy
@@ -36,9 +37,6 @@ BUSY_TIMEOUT_MS = 5000
 # Porter stemming so "tomatoes" finds "tomato" (English suffixes only; other languages are at worst over-conflated,
 # the same way in documents and queries); accents folded so "cafe" finds "café".
 TOKENIZER = "porter unicode61 remove_diacritics 2"
-INDEXING = "indexing"  # chunks stored, embeddings not all there yet
-CANCELLED = "cancelled"
-OK = "ok"
 
 
 class DocumentIndexError(Exception):
@@ -137,7 +135,7 @@ class DocumentInfo:
     sha256: str
     size: int
     mtime: float
-    status: str  # "ok", "indexing", "cancelled", or a parse status: "empty", "encrypted", "damaged", ...
+    status: str  # a DocStatus value, as stored: "ok", "indexing", "cancelled", "empty", "damaged", ...
     error: str | None
     page_count: int | None
     chars: int
@@ -317,7 +315,7 @@ class DocumentIndex:
         sha256: str,
         size: int,
         mtime: float,
-        status: str,
+        status: DocStatus,
         error: str | None = None,
         page_count: int | None = None,
         chars: int = 0,
@@ -366,7 +364,7 @@ class DocumentIndex:
             )
         return document_id
 
-    def set_status(self, document_id: int, status: str, error: str | None = None) -> None:
+    def set_status(self, document_id: int, status: DocStatus, error: str | None = None) -> None:
         with self._lock:
             self._db.execute(
                 "UPDATE documents SET status = ?, error = ?, updated_at = ? WHERE id = ?",
@@ -479,7 +477,7 @@ class DocumentIndex:
             "SELECT c.name, d.path FROM documents d JOIN collections c ON c.id = d.collection_id "
             "WHERE d.status IN (?, ?) AND EXISTS (SELECT 1 FROM chunks ch WHERE ch.document_id = d.id AND NOT EXISTS "
             "(SELECT 1 FROM embeddings e WHERE e.model = ? AND e.chunk_id = ch.id)) ORDER BY d.id",
-            (OK, INDEXING, model),
+            (DocStatus.OK, DocStatus.INDEXING, model),
         )
         return [(str(r[0]), str(r[1])) for r in rows]
 
@@ -527,7 +525,7 @@ class DocumentIndex:
                     db.execute("UPDATE state SET value = value + 1 WHERE key = 'generation'")
             db.execute(
                 "UPDATE documents SET status = ?, error = NULL, updated_at = ? WHERE id = ?",
-                (OK, time.time(), document_id),
+                (DocStatus.OK, time.time(), document_id),
             )
 
     def generation(self) -> int:

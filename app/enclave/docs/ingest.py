@@ -37,10 +37,11 @@ from pathlib import Path
 
 from enclave.docs.chunking import DEFAULT_BUDGET, DEFAULT_OVERLAP, chunk_contexts, chunk_pages
 from enclave.docs.embedder import EmbedderError, TextEmbedder
-from enclave.docs.index import CANCELLED, INDEXING, OK, DocumentIndex, DocumentInfo, QueueItem
+from enclave.docs.index import DocumentIndex, DocumentInfo, QueueItem
 from enclave.docs.isolation import FileParser, InProcessParser
 from enclave.docs.limits import DEFAULT_LIMITS, Limits
 from enclave.docs.parsers import ParsedDocument, ParseStatus, kind_of
+from enclave.docs.status import DocStatus
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +50,8 @@ EMBED_BATCH = 16  # chunks per step: ~0.5 s on two cores with MiniLM, so searche
 PARSE_POLL_S = 0.05
 CONTEXT_TOKENS = 48  # room kept in the embedding model's input for a chunk's context (chunking.MAX_CONTEXT_CHARS)
 
-UNCHANGED = "unchanged"
-MISSING = "missing"
-SKIPPED = "skipped"  # ParseStatus.UNSUPPORTED files found inside a folder are reported with this status
-REMOVED = "removed"  # a re-scan found the file deleted from its watched folder and removed it from the index
-UNREADABLE = "unreadable"  # a link loop, a pipe or device, no permission, an I/O error, a name that is not text
-TOO_MANY_PASSAGES = "too_many_passages"  # more passages than a file of its size may make (limits.py)
 # Statuses that do not make a file "done": adding it again retries it (a timeout may have been a busy machine).
-RETRY = frozenset({INDEXING, CANCELLED, ParseStatus.TIMEOUT.value})
+RETRY = frozenset({DocStatus.INDEXING, DocStatus.CANCELLED, DocStatus.TIMEOUT})
 
 
 @dataclass(frozen=True)
@@ -65,8 +60,7 @@ class FileStatus:
 
     path: str
     collection: str
-    # "ok", "unchanged", "missing", "removed", "cancelled", or a ParseStatus value ("encrypted", "damaged", ...)
-    status: str
+    status: DocStatus  # "ok", "unchanged", "missing", "removed", "cancelled", "encrypted", "damaged", ...
     chunks: int = 0
     pages: int | None = None
     error: str | None = None  # a sentence for the user when the file could not be indexed
@@ -74,7 +68,7 @@ class FileStatus:
 
     @property
     def indexed(self) -> bool:
-        return self.status in (OK, UNCHANGED)
+        return self.status in (DocStatus.OK, DocStatus.UNCHANGED)
 
 
 @dataclass(frozen=True)
@@ -159,14 +153,14 @@ _SPECIAL_FILES = (
 )
 
 
-def file_problem(path: Path) -> tuple[str, str, os.stat_result | None]:
-    """(status, reason, stat) for a path that should be a readable document: status "" when it is a regular file.
+def file_problem(path: Path) -> tuple[DocStatus | None, str, os.stat_result | None]:
+    """(status, reason, stat) for a path that should be a readable document: status None when it is a regular file.
 
     Nothing is opened, so a pipe or a device can never block the caller.
     """
     if _bad_name(path):
         return (
-            UNREADABLE,
+            DocStatus.UNREADABLE,
             "The file name is not valid text in this system's encoding, so it cannot be stored; rename the file to "
             "add it.",
             None,
@@ -175,22 +169,26 @@ def file_problem(path: Path) -> tuple[str, str, os.stat_result | None]:
         info = os.stat(path)
     except FileNotFoundError:
         if os.path.lexists(path):
-            return UNREADABLE, "This is a link to a file that does not exist.", None
-        return MISSING, "The file was not found; it may have been moved or deleted.", None
+            return DocStatus.UNREADABLE, "This is a link to a file that does not exist.", None
+        return DocStatus.MISSING, "The file was not found; it may have been moved or deleted.", None
     except PermissionError:
-        return UNREADABLE, "Enclave is not allowed to read this file (permission denied).", None
+        return DocStatus.UNREADABLE, "Enclave is not allowed to read this file (permission denied).", None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            return UNREADABLE, "This is a link that leads back to itself (a symbolic-link loop): no file.", None
-        return UNREADABLE, f"The file could not be read ({exc.strerror or exc}).", None
+            return (
+                DocStatus.UNREADABLE,
+                "This is a link that leads back to itself (a symbolic-link loop): no file.",
+                None,
+            )
+        return DocStatus.UNREADABLE, f"The file could not be read ({exc.strerror or exc}).", None
     except ValueError:  # a NUL in the name
-        return UNREADABLE, "The file name is not valid.", None
+        return DocStatus.UNREADABLE, "The file name is not valid.", None
     for test, what in _SPECIAL_FILES:
         if test(info.st_mode):
-            return UNREADABLE, f"This is {what}, not a document: it was left alone.", info
+            return DocStatus.UNREADABLE, f"This is {what}, not a document: it was left alone.", info
     if stat.S_ISDIR(info.st_mode):
-        return UNREADABLE, "This is a folder, not a file.", info
-    return "", "", info
+        return DocStatus.UNREADABLE, "This is a folder, not a file.", info
+    return None, "", info
 
 
 def is_under(path: str, folder: str) -> bool:
@@ -262,7 +260,7 @@ class Ingester:
                 FileStatus(
                     shown_path(exc.filename or ""),
                     collection,
-                    UNREADABLE,
+                    DocStatus.UNREADABLE,
                     error=f"The folder could not be read ({reason}); its files were left out.",
                 )
             )
@@ -273,33 +271,35 @@ class Ingester:
             if not in_folder:
                 status, reason, _ = file_problem(given)
                 if status:
-                    if status == MISSING:
+                    if status == DocStatus.MISSING:
                         reason = "The file or folder was not found."
                     immediate.append(FileStatus(shown_path(os.path.abspath(given)), collection, status, error=reason))
                     continue
             elif _bad_name(given):
-                immediate.append(FileStatus(shown_path(given), collection, UNREADABLE, error=file_problem(given)[1]))
+                immediate.append(
+                    FileStatus(shown_path(given), collection, DocStatus.UNREADABLE, error=file_problem(given)[1])
+                )
                 continue
             else:
                 self.index.add_folder(collection, real_path(given))
             for file in iter_files([given], unlistable):
                 path = real_path(file)
                 if kind_of(file) is None:
-                    status = SKIPPED if in_folder else ParseStatus.UNSUPPORTED.value
+                    status = DocStatus.SKIPPED if in_folder else DocStatus.UNSUPPORTED
                     error = f"{file.suffix or 'Files without an extension'} files are not supported."
                     immediate.append(FileStatus(shown_path(path), collection, status, error=error))
                     continue
                 status, reason, info = file_problem(file)
-                if status == MISSING:
+                if status == DocStatus.MISSING:
                     reason = "The file disappeared while its folder was being read."
                 if status or info is None:  # named as the user sees it: a link, not where it (never) leads
                     shown = shown_path(os.path.abspath(file))
-                    immediate.append(FileStatus(shown, collection, status or UNREADABLE, error=reason))
+                    immediate.append(FileStatus(shown, collection, status or DocStatus.UNREADABLE, error=reason))
                     continue
                 state = known.get(path)
                 unchanged = state is not None and (info.st_size, info.st_mtime) == state[1:3]
                 if state is not None and unchanged and state[3] not in RETRY and path not in stale:
-                    immediate.append(FileStatus(path, collection, UNCHANGED, document_id=state[0]))
+                    immediate.append(FileStatus(path, collection, DocStatus.UNCHANGED, document_id=state[0]))
                     continue
                 queue.append((info.st_size, path))
         queue.sort()
@@ -320,7 +320,7 @@ class Ingester:
                 statuses.extend(self._rescan_folder(collection, real_path(folder)))
             except OSError as exc:  # the folder cannot be listed now (permissions changed, a drive failing)
                 error = f"The folder could not be read ({exc.strerror or exc}); its documents are kept."
-                statuses.append(FileStatus(shown_path(folder), collection, UNREADABLE, error=error))
+                statuses.append(FileStatus(shown_path(folder), collection, DocStatus.UNREADABLE, error=error))
         return statuses
 
     def _rescan_folder(self, collection: str, folder: str) -> list[FileStatus]:
@@ -329,13 +329,13 @@ class Ingester:
                 "The folder was not found; its documents are kept in case it is on a drive that is not connected. "
                 "Remove them yourself if the folder was deleted."
             )
-            return [FileStatus(folder, collection, MISSING, error=error)]
+            return [FileStatus(folder, collection, DocStatus.MISSING, error=error)]
         if not any(Path(folder).iterdir()) and any(is_under(p, folder) for p in self.index.file_states(collection)):
             error = (
                 "The folder is empty now; its documents are kept in case it is the mount point of a drive that is "
                 "not connected. Remove them yourself if the files were deleted."
             )
-            return [FileStatus(folder, collection, MISSING, error=error)]
+            return [FileStatus(folder, collection, DocStatus.MISSING, error=error)]
         return self._remove_vanished(collection, folder) + self.add([folder], collection)
 
     def _remove_vanished(self, collection: str, folder: str) -> list[FileStatus]:
@@ -348,7 +348,9 @@ class Ingester:
         for document_id in gone.values():
             self.forget(document_id)
         self.index.remove(gone.values())
-        return [FileStatus(path, collection, REMOVED, document_id=doc_id) for path, doc_id in sorted(gone.items())]
+        return [
+            FileStatus(path, collection, DocStatus.REMOVED, document_id=doc_id) for path, doc_id in sorted(gone.items())
+        ]
 
     def enqueue_stale(self) -> int:
         """Queue documents that lack vectors from the current model (after a model change, or an interrupted run)."""
@@ -405,11 +407,13 @@ class Ingester:
             raise  # not this file's fault: the caller reports it and stops; the file stays queued
         except OSError as exc:
             if not os.path.lexists(job.item.path):
-                return self._finish(job, MISSING, error="The file was deleted or moved while it was being read.")
-            return self._finish(job, UNREADABLE, error=f"The file could not be read ({exc.strerror or exc}).")
+                return self._finish(
+                    job, DocStatus.MISSING, error="The file was deleted or moved while it was being read."
+                )
+            return self._finish(job, DocStatus.UNREADABLE, error=f"The file could not be read ({exc.strerror or exc}).")
         except Exception as exc:  # a bug or a library failure on this file must not block the queue
             log.exception("indexing %s failed", job.item.path)
-            return self._finish(job, ParseStatus.DAMAGED.value, error=f"The file could not be indexed: {exc}")
+            return self._finish(job, DocStatus.DAMAGED, error=f"The file could not be indexed: {exc}")
 
     def run(
         self,
@@ -443,8 +447,8 @@ class Ingester:
         # Files sent to the back of the queue after their time slice are half-embedded too.
         stopped += [self.index.document(i.collection, i.path) for i in self.index.queued(self.index.queue_size())]
         for doc in stopped:
-            if doc is not None and doc.status == INDEXING:
-                self.index.set_status(doc.id, CANCELLED, "Indexing was cancelled; add the file again.")
+            if doc is not None and doc.status == DocStatus.INDEXING:
+                self.index.set_status(doc.id, DocStatus.CANCELLED, "Indexing was cancelled; add the file again.")
         dropped = self.index.clear_queue()
         self._files_done = 0
         return dropped
@@ -467,10 +471,14 @@ class Ingester:
         existing = self.index.document(job.item.collection, job.item.path)
         status, reason, info = file_problem(path)
         if status or info is None:
-            if existing is not None and existing.status in (OK, INDEXING, CANCELLED) and existing.chunks:
+            if (
+                existing is not None
+                and existing.status in (DocStatus.OK, DocStatus.INDEXING, DocStatus.CANCELLED)
+                and existing.chunks
+            ):
                 # The file is gone but its chunks are here (a model change): embedding needs only the stored text.
                 return self._resume_embedding(job, existing)
-            return self._finish(job, status or UNREADABLE, error=reason)
+            return self._finish(job, status or DocStatus.UNREADABLE, error=reason)
         job.size, job.mtime = info.st_size, info.st_mtime
         same_stamp = existing is not None and (existing.size, existing.mtime) == (job.size, job.mtime)
         if existing is not None and not same_stamp:
@@ -479,10 +487,10 @@ class Ingester:
                 self.index.touch(existing.id, job.mtime)  # saved again, not changed
                 same_stamp = True
         if existing is not None and same_stamp:
-            if existing.status in (OK, INDEXING, CANCELLED) and existing.chunks:
+            if existing.status in (DocStatus.OK, DocStatus.INDEXING, DocStatus.CANCELLED) and existing.chunks:
                 return self._resume_embedding(job, existing)
             if existing.status not in RETRY:
-                return self._finish(job, UNCHANGED, document_id=existing.id, pages=existing.page_count)
+                return self._finish(job, DocStatus.UNCHANGED, document_id=existing.id, pages=existing.page_count)
         if not job.sha256:
             job.sha256 = sha256_of(path)
         self.parser.submit(path, self.limits)
@@ -495,21 +503,21 @@ class Ingester:
         job.chunks_total = document.chunks
         job.size = job.size or document.size
         if self.embedder is None:
-            if document.status != OK:
-                self.index.set_status(document.id, OK)
-            return self._finish(job, UNCHANGED, document_id=document.id, chunks=document.chunks)
+            if document.status != DocStatus.OK:
+                self.index.set_status(document.id, DocStatus.OK)
+            return self._finish(job, DocStatus.UNCHANGED, document_id=document.id, chunks=document.chunks)
         job.chunks_done = self.index.count_vectors(document.id, self.embedder.model_id)
-        if document.status == OK and job.chunks_done >= job.chunks_total:  # only re-stamped: nothing to do
-            return self._finish(job, UNCHANGED, document_id=document.id, chunks=document.chunks)
-        if document.status == CANCELLED:
-            self.index.set_status(document.id, INDEXING)
+        if document.status == DocStatus.OK and job.chunks_done >= job.chunks_total:  # only re-stamped: nothing to do
+            return self._finish(job, DocStatus.UNCHANGED, document_id=document.id, chunks=document.chunks)
+        if document.status == DocStatus.CANCELLED:
+            self.index.set_status(document.id, DocStatus.INDEXING)
         job.phase = _Phase.EMBED
         return None
 
     def _store(self, job: _Job, parsed: ParsedDocument) -> FileStatus | None:
         item = job.item
         if parsed.status is not ParseStatus.OK and not os.path.lexists(item.path):
-            return self._finish(job, MISSING, error="The file was deleted or moved while it was being read.")
+            return self._finish(job, DocStatus.MISSING, error="The file was deleted or moved while it was being read.")
         if parsed.status is not ParseStatus.OK:
             document_id = self.index.store_document(
                 item.collection,
@@ -518,11 +526,11 @@ class Ingester:
                 sha256=job.sha256,
                 size=job.size,
                 mtime=job.mtime,
-                status=parsed.status.value,
+                status=DocStatus(parsed.status),
                 error=parsed.error,
                 page_count=parsed.page_count,
             )
-            return self._finish(job, parsed.status.value, error=parsed.error, document_id=document_id)
+            return self._finish(job, DocStatus(parsed.status), error=parsed.error, document_id=document_id)
         if self.embedder is not None:
             room = self.embedder.max_text_tokens() - (CONTEXT_TOKENS if self.contextual else 0)
             budget = max(8, min(self.chunk_tokens, room))
@@ -549,11 +557,11 @@ class Ingester:
                 sha256=job.sha256,
                 size=job.size,
                 mtime=job.mtime,
-                status=TOO_MANY_PASSAGES,
+                status=DocStatus.TOO_MANY_PASSAGES,
                 error=error,
                 page_count=parsed.page_count,
             )
-            return self._finish(job, TOO_MANY_PASSAGES, error=error, document_id=document_id)
+            return self._finish(job, DocStatus.TOO_MANY_PASSAGES, error=error, document_id=document_id)
         job.document_id = self.index.store_document(
             item.collection,
             item.path,
@@ -561,7 +569,7 @@ class Ingester:
             sha256=job.sha256,
             size=job.size,
             mtime=job.mtime,
-            status=INDEXING if self.embedder is not None else OK,
+            status=DocStatus.INDEXING if self.embedder is not None else DocStatus.OK,
             page_count=parsed.page_count,
             chars=parsed.chars,
             chunks=chunks,
@@ -570,7 +578,7 @@ class Ingester:
         job.pages = parsed.page_count if parsed.page_count is not None else len(parsed.pages)
         job.chunks_total = len(chunks)
         if self.embedder is None:
-            return self._finish(job, OK, document_id=job.document_id, chunks=len(chunks))
+            return self._finish(job, DocStatus.OK, document_id=job.document_id, chunks=len(chunks))
         job.phase = _Phase.EMBED
         return None
 
@@ -579,12 +587,12 @@ class Ingester:
         embedder = self.embedder
         if embedder is None:  # the model was unset mid-file: keep the chunks for keyword search
             self.index.finish_document(job.document_id, None)
-            return self._finish(job, OK, document_id=job.document_id, chunks=job.chunks_total)
+            return self._finish(job, DocStatus.OK, document_id=job.document_id, chunks=job.chunks_total)
         batch = self.index.chunks_without_vectors(job.document_id, embedder.model_id, self.batch_size)
         if not batch:
             self._embed_seconds.pop((job.item.collection, job.item.path), None)
             self.index.finish_document(job.document_id, embedder.model_id)
-            return self._finish(job, OK, document_id=job.document_id, chunks=job.chunks_total)
+            return self._finish(job, DocStatus.OK, document_id=job.document_id, chunks=job.chunks_total)
         started = time.monotonic()
         vectors = embedder.embed_documents([text for _, text in batch])
         self.index.add_vectors(embedder.model_id, [cid for cid, _ in batch], vectors)
@@ -602,9 +610,9 @@ class Ingester:
                 f"{_size_text(job.size)}, so it was stopped after {job.chunks_done:,} of {job.chunks_total:,} "
                 "passages. Keyword search still finds all of it."
             )
-            self.index.set_status(job.document_id, ParseStatus.TOO_LARGE.value, error)
+            self.index.set_status(job.document_id, DocStatus.TOO_LARGE, error)
             return self._finish(
-                job, ParseStatus.TOO_LARGE.value, error=error, document_id=job.document_id, chunks=job.chunks_total
+                job, DocStatus.TOO_LARGE, error=error, document_id=job.document_id, chunks=job.chunks_total
             )
         if job.slice_seconds >= self.limits.slice_seconds and self.index.queue_size() > 1:
             # Held the queue long enough: to the back of it, so the files behind it go first. It resumes later from
@@ -617,7 +625,7 @@ class Ingester:
     def _finish(
         self,
         job: _Job,
-        status: str,
+        status: DocStatus,
         *,
         error: str | None = None,
         document_id: int | None = None,
@@ -670,12 +678,6 @@ def ingest(
 
 __all__ = [
     "DEFAULT_COLLECTION",
-    "MISSING",
-    "REMOVED",
-    "SKIPPED",
-    "TOO_MANY_PASSAGES",
-    "UNCHANGED",
-    "UNREADABLE",
     "FileStatus",
     "IngestProgress",
     "Ingester",

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from enclave.fsutil import atomic_write_text
+from enclave.fsutil import atomic_write_text, quarantine
 from enclave.models.catalog import CatalogEntry
 from enclave.models.downloader import DownloadControl, ProgressCallback, download_files, final_path
 from enclave.models.gguf import GGUFError, read_gguf_header
@@ -71,8 +71,7 @@ class ModelRegistry:
             self._models = {m.id: m for m in models}
             self._active = {str(k): str(v) for k, v in data.get("active", {}).items() if v in self._models}
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            backup = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-            self.path.replace(backup)
+            backup = quarantine(self.path)
             self._models, self._active = {}, {}
             self.warning = (
                 f"The list of installed models was damaged ({exc}); it was kept as {backup.name} and started empty. "

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from enclave.fsutil import atomic_write_bytes
+from enclave.fsutil import atomic_write_bytes, quarantine, quarantine_name
 
 __all__ = [
     "SETTINGS_VERSION",
@@ -175,10 +173,6 @@ def settings_to_dict(settings: Settings) -> dict[str, object]:
     return asdict(settings)
 
 
-def _timestamp() -> str:
-    return time.strftime("%Y%m%d-%H%M%S")
-
-
 class SettingsStore:
     """Loads and saves ``Settings`` at one path (usually ``AppPaths.settings_file``)."""
 
@@ -216,15 +210,10 @@ class SettingsStore:
 
     def _back_up_damaged(self, raw: bytes, reason: str) -> str:
         """Move the bad file aside (falling back to a copy of the bytes) and return the warning for the user."""
-        stamp = _timestamp()
-        backup = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        counter = 1
-        while backup.exists():
-            counter += 1
-            backup = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{counter}")
         try:
-            os.replace(self.path, backup)
+            backup = quarantine(self.path)
         except OSError:
+            backup = quarantine_name(self.path)
             try:
                 with open(backup, "xb") as handle:
                     handle.write(raw)

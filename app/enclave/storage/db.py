@@ -7,10 +7,7 @@ version intact. Migrations must use ``execute`` only: ``executescript`` would co
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sqlite3
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +19,6 @@ __all__ = [
     "NotFoundError",
     "StorageError",
     "open_database",
-    "quarantine_corrupt_database",
 ]
 
 BUSY_TIMEOUT_MS = 5000
@@ -33,7 +29,7 @@ class StorageError(Exception):
 
 
 class CorruptDatabaseError(StorageError):
-    """The file is not a usable SQLite database: the caller may move it aside with ``quarantine_corrupt_database``."""
+    """The file is not a usable SQLite database: the caller may move it aside with ``fsutil.quarantine``."""
 
 
 class NewerDatabaseError(StorageError):
@@ -164,28 +160,3 @@ def open_database(path: Path) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
-
-
-def quarantine_corrupt_database(path: Path) -> Path:
-    """Move a damaged database (and its WAL/SHM side files) aside so a fresh one can be created.
-
-    Nothing is deleted: the user's data stays in ``<name>.corrupt-<timestamp>`` for recovery tools. Returns that path.
-    """
-    path = Path(path)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    target = path.with_name(f"{path.name}.corrupt-{stamp}")
-    counter = 1
-    while target.exists():
-        counter += 1
-        target = path.with_name(f"{path.name}.corrupt-{stamp}-{counter}")
-    try:
-        os.replace(path, target)
-    except OSError as exc:
-        raise StorageError(f"Could not move the damaged chat database {path} aside: {exc}") from exc
-    for side in ("-wal", "-shm"):
-        side_file = path.with_name(path.name + side)
-        if side_file.exists():
-            # A stale WAL next to a new database would be replayed into it; keep it with the damaged file instead.
-            with contextlib.suppress(OSError):
-                os.replace(side_file, target.with_name(target.name + side))
-    return target

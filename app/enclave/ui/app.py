@@ -17,10 +17,11 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 
 from enclave import APP_NAME, __version__
 from enclave.engine.backend import Backend
+from enclave.fsutil import quarantine
 from enclave.paths import app_paths
 from enclave.settings.settings import SettingsStore
 from enclave.storage.chats import ChatStore
-from enclave.storage.db import CorruptDatabaseError, StorageError, quarantine_corrupt_database
+from enclave.storage.db import CorruptDatabaseError, StorageError
 from enclave.ui.main_window import MainWindow
 from enclave.usecases.loading import LoadGuard
 from enclave.workers.docs_worker import DocsController
@@ -56,9 +57,12 @@ def open_store(path: os.PathLike[str] | str) -> tuple[ChatStore | None, str | No
         return ChatStore(path), None
     except CorruptDatabaseError as exc:
         try:
-            kept = quarantine_corrupt_database(path)
+            kept = quarantine(path, sqlite_sidecars=True)
+        except OSError as again:  # cannot move it aside: say so instead of crashing
+            return None, f"{exc}\n\nCould not move the damaged chat database {path} aside: {again}"
+        try:
             fresh = ChatStore(path)
-        except StorageError as again:  # cannot move it aside or start over: say so instead of crashing
+        except StorageError as again:  # cannot start over: say so instead of crashing
             return None, f"{exc}\n\n{again}"
         return fresh, (
             f"Your chat history could not be read ({exc}). Enclave started a new, empty history; the damaged file "

@@ -31,24 +31,26 @@ from PySide6.QtWidgets import (
 from enclave.docs.index import DocumentInfo, QueueItem
 from enclave.docs.ingest import DEFAULT_COLLECTION, FileStatus, IngestProgress
 from enclave.docs.parsers import KINDS
+from enclave.docs.status import DocStatus
 from enclave.ui.style import mute
 from enclave.workers.docs_worker import DocsController, EmbedderInfo
 
+WAITING = "waiting"  # shown only: queued behind the file being indexed (never stored, not a DocStatus)
 STATUS_TEXT = {
-    "ok": "Indexed",
-    "unchanged": "Indexed",
-    "indexing": "Indexing…",
-    "waiting": "Waiting",
-    "cancelled": "Cancelled — add it again to finish",
-    "empty": "No text (a scan? Enclave does not read images)",
-    "encrypted": "Password-protected — save an unprotected copy and add that",
-    "unsupported": "Not a supported type",
-    "skipped": "Skipped (not a supported type)",
-    "too_large": "Too large to index",
-    "damaged": "Damaged or unreadable",
-    "timeout": "Took too long to read — add it again to retry",
-    "missing": "Not found",
-    "removed": "Removed (the file was deleted)",
+    DocStatus.OK: "Indexed",
+    DocStatus.UNCHANGED: "Indexed",
+    DocStatus.INDEXING: "Indexing…",
+    WAITING: "Waiting",
+    DocStatus.CANCELLED: "Cancelled — add it again to finish",
+    DocStatus.EMPTY: "No text (a scan? Enclave does not read images)",
+    DocStatus.ENCRYPTED: "Password-protected — save an unprotected copy and add that",
+    DocStatus.UNSUPPORTED: "Not a supported type",
+    DocStatus.SKIPPED: "Skipped (not a supported type)",
+    DocStatus.TOO_LARGE: "Too large to index",
+    DocStatus.DAMAGED: "Damaged or unreadable",
+    DocStatus.TIMEOUT: "Took too long to read — add it again to retry",
+    DocStatus.MISSING: "Not found",
+    DocStatus.REMOVED: "Removed (the file was deleted)",
 }
 COLUMNS = ("Document", "Collection", "Pages", "Passages", "Status")
 # Generated from the readers' own table, so the file picker offers exactly what can be indexed.
@@ -277,7 +279,8 @@ class DocumentsDialog(QDialog):
         queued = {q.path for q in waiting}
         for d in documents:
             pages = "" if d.page_count is None else f"{d.page_count:,}"
-            status = "waiting" if d.status == "indexing" and d.path != self._current and d.path in queued else d.status
+            waiting_here = d.status == DocStatus.INDEXING and d.path != self._current and d.path in queued
+            status = WAITING if waiting_here else d.status
             rows.append((d.path, [d.collection, pages, f"{d.chunks:,}", status_text(status)], d.id, d.error or ""))
             shown.add(d.path)
         for path, problem in self._problems.items():
@@ -287,7 +290,7 @@ class DocumentsDialog(QDialog):
                 shown.add(path)
         for queued_item in waiting:
             if queued_item.path not in shown:
-                status = "indexing" if queued_item.path == self._current else "waiting"
+                status = DocStatus.INDEXING if queued_item.path == self._current else WAITING
                 rows.append((queued_item.path, [queued_item.collection, "", "", status_text(status)], None, ""))
                 shown.add(queued_item.path)
         names = distinct_names(path for path, *_ in rows)
@@ -315,10 +318,10 @@ class DocumentsDialog(QDialog):
 
     @Slot(object)
     def _on_file_status(self, status: FileStatus) -> None:
-        if status.status in ("ok", "unchanged", "skipped", "removed"):
+        if status.status in (DocStatus.OK, DocStatus.UNCHANGED, DocStatus.SKIPPED, DocStatus.REMOVED):
             self._problems.pop(status.path, None)
             self._set_status(status.path, status.status)
-        elif status.status != "indexing":
+        elif status.status != DocStatus.INDEXING:
             self._problems[status.path] = status
             self._on_documents(self.docs.documents)
 
@@ -328,7 +331,7 @@ class DocumentsDialog(QDialog):
         current = progress.current_path if busy else ""
         if current != self._current:
             self._current = current
-            self._set_status(current, "indexing")  # the file before it was set by its own status
+            self._set_status(current, DocStatus.INDEXING)  # the file before it was set by its own status
         if not busy:
             self._show_idle()
             return
@@ -344,7 +347,7 @@ class DocumentsDialog(QDialog):
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
         self.progress.hide()
-        count = sum(d.status == "ok" for d in self.docs.documents)
+        count = sum(d.status == DocStatus.OK for d in self.docs.documents)
         self.progress_label.setText(
             "Indexing is paused."
             if self.docs.paused

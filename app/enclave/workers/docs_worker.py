@@ -35,6 +35,8 @@ from enclave.docs.index import DocumentIndex, DocumentIndexError, DocumentInfo, 
 from enclave.docs.ingest import DEFAULT_COLLECTION, FileStatus, Ingester, IngestProgress, is_under
 from enclave.docs.isolation import FileParser, IsolatedParser
 from enclave.docs.search import Searcher
+from enclave.docs.status import DocStatus
+from enclave.fsutil import quarantine
 
 log = logging.getLogger(__name__)
 
@@ -172,11 +174,8 @@ class DocsWorker(QObject):
         except DocumentIndexError as exc:
             if not exc.damaged:
                 raise
-        kept = self._index_path.with_name(f"{self._index_path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
         try:
-            self._index_path.replace(kept)
-            for suffix in ("-wal", "-shm"):
-                Path(f"{self._index_path}{suffix}").unlink(missing_ok=True)
+            kept = quarantine(self._index_path, sqlite_sidecars=True)
         except OSError as exc:
             raise DocumentIndexError(
                 f"The document index {self._index_path} is damaged and could not be moved aside: {exc}"
@@ -286,9 +285,9 @@ class DocsWorker(QObject):
         statuses: list[FileStatus] = self._ingester.rescan(folders)
         changed = False
         for status in statuses:
-            if status.status != "unchanged":
+            if status.status != DocStatus.UNCHANGED:
                 self.fileStatus.emit(status)
-                changed = changed or status.status == "removed"
+                changed = changed or status.status == DocStatus.REMOVED
         self._watch_folders()
         if changed:
             self._emit_documents()
