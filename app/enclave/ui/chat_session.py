@@ -14,28 +14,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from PySide6.QtCore import QObject, Signal, Slot
 
-from enclave.docs.prompt import build_document_prompt, estimate_tokens, sources_budget
 from enclave.docs.search import SearchResponse
-from enclave.engine.types import ChatMessage, Finished, FinishReason, GenerationRequest, GenerationStats, ModelInfo
+from enclave.engine.types import Finished, FinishReason, GenerationRequest, GenerationStats, ModelInfo
 from enclave.settings.settings import Settings
 from enclave.storage.chats import ChatStore, Conversation, MessageSource, MessageStats, MessageStatus
 from enclave.ui.message_card import MessageCard
 from enclave.ui.sources_view import NO_ROOM, NOTHING_RELEVANT
 from enclave.ui.transcript import Transcript
+from enclave.usecases.chat import chat_request, ground_in_documents, history
 from enclave.workers.docs_worker import DocsController
 from enclave.workers.engine_worker import EngineController
 
 SAVE_INTERVAL_S = 1.0
 NEW_CHAT_TITLE = "New chat"
 CONTINUE_PROMPT = "Continue exactly where your last answer was cut off."
-SENDABLE = (MessageStatus.COMPLETE, MessageStatus.CANCELLED, MessageStatus.INTERRUPTED)
 SEARCH_K = 8  # passages asked for; overlapping ones are merged and the prompt budget decides how many are sent
 SNIPPET_CHARS = 1200  # of each source, stored with the answer for the sources list
-MESSAGE_OVERHEAD_TOKENS = 8  # role markers and separators the chat template adds around each message
 
 
 def title_from(text: str, words: int = 6) -> str:
@@ -234,36 +232,22 @@ class ChatSession(QObject):
     def _start_reply(self, model: ModelInfo) -> bool:
         assert self.conversation_id is not None
         conversation = self.store.conversation(self.conversation_id)
-        history = self.store.messages(self.conversation_id)
-        messages: list[ChatMessage] = []
-        if conversation.system_prompt.strip():
-            messages.append(ChatMessage("system", conversation.system_prompt))
-        sent_ids: list[int] = []
-        for message in history:
-            if message.role == "user" or (
-                message.role == "assistant" and message.status in SENDABLE and message.content.strip()
-            ):
-                messages.append(ChatMessage("user" if message.role == "user" else "assistant", message.content))
-                sent_ids.append(message.id)
+        sent = history(conversation.system_prompt, self.store.messages(self.conversation_id))
+        messages = sent.messages
         settings = self._settings()
-        sampling = model.default_sampling
-        if settings.temperature is not None:
-            sampling = replace(sampling, temperature=settings.temperature)
-        if settings.top_p is not None:
-            sampling = replace(sampling, top_p=settings.top_p)
-        request = GenerationRequest(
-            messages=tuple(messages),
-            sampling=sampling,
-            max_tokens=settings.max_tokens or None,
-            think_budget=settings.think_budget or None,
-        )
+        request = chat_request(messages, model, settings)
         reply = self.store.add_message(
             self.conversation_id, "assistant", "", status=MessageStatus.STREAMING, model=model.name
         )
         card = self._add_card(MessageCard(reply.role, reply.id))
         card.start_streaming(model.name)
         live = LiveReply(
-            request.request_id, self.conversation_id, reply.id, model.name, sent_ids, max_tokens=settings.max_tokens
+            request.request_id,
+            self.conversation_id,
+            reply.id,
+            model.name,
+            list(sent.sent_ids),
+            max_tokens=settings.max_tokens,
         )
         self.live = live
         documents = self.documents
@@ -289,25 +273,22 @@ class ChatSession(QObject):
             return
         request, live.pending = live.pending, None
         model = self.controller.model
-        history, question = request.messages[:-1], request.messages[-1].content
-        used = sum(estimate_tokens(m.content) + MESSAGE_OVERHEAD_TOKENS for m in history)
-        budget = sources_budget(model.n_ctx if model is not None else 4096, used)
-        context = build_document_prompt(question, response.results, budget_tokens=budget)
+        grounded = ground_in_documents(request, response.results, model.n_ctx if model is not None else None)
         live.sources = tuple(
-            MessageSource(s.number, s.path, s.label, s.page, s.text[:SNIPPET_CHARS]) for s in context.sources
+            MessageSource(s.number, s.path, s.label, s.page, s.text[:SNIPPET_CHARS]) for s in grounded.sources
         )
         self.store.update_message(live.message_id, sources=live.sources)
         live.note = None
-        if context.nothing_relevant:
+        if grounded.nothing_relevant:
             live.note = NOTHING_RELEVANT
-        elif not context.sources:
+        elif grounded.no_room:
             live.note = NO_ROOM
         card = self._card()
         if card is not None:
             card.set_sources(live.sources, live.note)
             count = len(live.sources)
             card.show_progress(f"Reading {count} document excerpt{'s' if count != 1 else ''} and your question…")
-        self._generate(replace(request, messages=(*history, ChatMessage("user", context.prompt))))
+        self._generate(grounded.request)
 
     @Slot(str, str)
     def _on_search_failed(self, search_id: str, message: str) -> None:
