@@ -78,7 +78,7 @@ def test_cli_device_flag(gemma_path: Path) -> None:
     assert ": CPU · 512-token context" in cpu.stderr
     assert json.loads(cpu.stdout)["stats"]["completion_tokens"] == 2
     missing = chat("--device", "NoSuchGPU7")
-    assert missing.returncode == 3 and "no device named NoSuchGPU7" in missing.stderr
+    assert missing.returncode == 4 and "no device named NoSuchGPU7" in missing.stderr  # ExitCode.MODEL
 
 
 def test_settings_run_on_lists_auto_each_gpu_and_cpu_only(qtbot: object) -> None:
@@ -96,7 +96,7 @@ def test_settings_run_on_lists_auto_each_gpu_and_cpu_only(qtbot: object) -> None
 
 
 def test_enclave_hardware_names_the_device_and_says_lavapipe_is_used_only_when_chosen() -> None:
-    from enclave.models.cli_commands import describe_hardware
+    from enclave.cli.models import describe_hardware
 
     text = describe_hardware(Hardware(gpus=(LAVAPIPE, RTX), ram_total=16 * GIB, ram_available=12 * GIB))
     assert "GPU:   llvmpipe (LLVM 15.0.6, 256 bits) [Vulkan0] (vulkan, 2.0 GB" in text

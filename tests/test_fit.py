@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from enclave.models import cli_commands
+from enclave.cli import models as cli_models
+from enclave.cli.exit_codes import ExitCode
 from enclave.models.catalog import load_catalog
 from enclave.models.fit import (
     MLA_MISSING,
@@ -193,10 +194,10 @@ def test_split_models_need_every_shard() -> None:
 
 def _fit_cli(*argv: str) -> tuple[int, str, str]:
     parser = argparse.ArgumentParser(prog="enclave")
-    cli_commands.register(parser.add_subparsers(dest="command"))
+    cli_models.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["models", "fit", *argv])
     out, err = io.StringIO(), io.StringIO()
-    return cli_commands.run_fit(args, out, err), out.getvalue(), err.getvalue()
+    return cli_models.run_fit(args, out, err), out.getvalue(), err.getvalue()
 
 
 def test_fit_command(gemma_path: Path, tmp_path: Path) -> None:
@@ -208,4 +209,8 @@ def test_fit_command(gemma_path: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"nope" * 100)
     code, _, err = _fit_cli(str(bad))
-    assert code == 3 and "not a GGUF model file" in err
+    assert code == ExitCode.MODEL == 4 and "not a GGUF model file" in err
+    code, _, _ = _fit_cli(str(tmp_path / "nowhere.gguf"))
+    assert code == ExitCode.NOT_FOUND == 3
+    code, out, _ = _fit_cli(str(gemma_path), "--gpus", "0", "--ram", "0.01")  # far less memory than the model needs
+    assert code == ExitCode.NOTHING_FITS == 5 and out.startswith("Gemma 3 270m: ")

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from enclave.models import cli_commands, hardware
+from enclave.cli import models as cli_models
+from enclave.models import hardware
 from enclave.models.hardware import GIB, Hardware, bandwidth_for, probe_hardware
 
 
@@ -94,7 +95,7 @@ def test_cpu_only_build_on_a_machine_without_a_gpu_reports_none_and_says_why(tmp
     assert hw.gpus == () and not hw.has_gpu and hw.total_vram == 0
     assert not hw.gpu_offload_supported  # even with the RPC backend built in: no GPU here to offload to
     assert hw.notes == ("no GPU found: no source reported one",)
-    assert "GPU:   none found\n" in cli_commands.describe_hardware(hw)
+    assert "GPU:   none found\n" in cli_models.describe_hardware(hw)
 
 
 def test_every_probe_failing_degrades_to_no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -193,11 +194,11 @@ def test_hypothetical_machines() -> None:
 
 def _run(*argv: str) -> tuple[int, str]:
     parser = argparse.ArgumentParser(prog="enclave")
-    cli_commands.register(parser.add_subparsers(dest="command"))
+    cli_models.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(list(argv))
     out = io.StringIO()
     if args.command == "hardware":
-        return cli_commands.run_hardware(args, out), out.getvalue()
+        return cli_models.run_hardware(args, out), out.getvalue()
     return args.handler(args), ""
 
 
@@ -215,8 +216,8 @@ def test_hardware_command_in_a_process(tmp_path: Path) -> None:
 
     code = (
         "import argparse, sys\n"
-        "from enclave.models import cli_commands\n"
-        "p = argparse.ArgumentParser(); cli_commands.register(p.add_subparsers())\n"
+        "from enclave.cli import models as cli_models\n"
+        "p = argparse.ArgumentParser(); cli_models.register(p.add_subparsers())\n"
         "a = p.parse_args(sys.argv[1:]); sys.exit(a.handler(a))\n"
     )
     result = subprocess.run(

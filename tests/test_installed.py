@@ -106,6 +106,12 @@ def test_models_cli(gemma_path: Path, tmp_path: Path) -> None:
     assert missing.returncode == 3 and "not found" in missing.stderr
     unknown = enclave(home, "models", "download", "no-such-model")
     assert unknown.returncode == 3 and "not in the catalog" in unknown.stderr
+    not_gguf = tmp_path / "notes.gguf"
+    not_gguf.write_text("not a model\n" * 100)
+    assert enclave(home, "models", "import", str(not_gguf)).returncode == 4  # there, but not a usable model
+    assert enclave(home, "models", "use", "no-such-model").returncode == 3
+    wrong_role = enclave(home, "models", "use", model_id, "--role", "embedding")
+    assert wrong_role.returncode == 4 and "cannot be used for embedding" in wrong_role.stderr
     removed = enclave(home, "models", "remove", model_id)
     assert removed.returncode == 0 and "kept" in removed.stdout and gemma_path.exists()
 

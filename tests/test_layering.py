@@ -39,11 +39,12 @@ def core_files() -> list[Path]:
 
 
 def top_level_files() -> list[Path]:
-    return sorted(PACKAGE.glob("*.py"))
+    """The package's own modules and the command line (cli/): entry points that start the GUI only lazily."""
+    return sorted([*PACKAGE.glob("*.py"), *(PACKAGE / "cli").rglob("*.py")])
 
 
 def test_the_layout_exists() -> None:
-    for pkg in (*QT_FREE, "workers", "ui"):
+    for pkg in (*QT_FREE, "workers", "ui", "cli"):
         assert (PACKAGE / pkg / "__init__.py").is_file(), pkg
     assert len(core_files()) > 10
 
@@ -58,7 +59,7 @@ def test_core_modules_never_import_qt_or_gui_code(path: Path) -> None:
     assert not bad, f"{path.name} crosses the Qt boundary: {bad}"
 
 
-@pytest.mark.parametrize("path", top_level_files(), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", top_level_files(), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_entry_modules_import_the_gui_lazily(path: Path) -> None:
     bad = [
         f"line {line}: {mod}"
@@ -82,3 +83,28 @@ def test_importing_the_core_loads_no_qt() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"Qt was loaded by the core: {out.stdout}"
+
+
+def test_the_command_line_loads_neither_qt_nor_llama_cpp() -> None:
+    """``enclave --help`` and ``--version`` stay fast, and the GUI process (which starts through ``enclave.cli``)
+    never loads llama.cpp itself: building the whole parser imports neither."""
+    code = (
+        "import sys\n"
+        "import enclave.cli\n"
+        "enclave.cli.build_parser()\n"
+        "leaked = sorted(m for m in sys.modules if m.split('.')[0] in ('PySide6', 'shiboken6', 'llama_cpp'))\n"
+        "print(','.join(leaked))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"importing the command line loaded: {out.stdout}"
+
+
+def test_core_packages_hold_no_command_line_code() -> None:
+    """The CLI lives in enclave/cli/ only: the core never imports it, nor argparse (no handlers in models/, docs/)."""
+    bad = [
+        f"{path.relative_to(PACKAGE)} line {line}: {mod}"
+        for path in core_files()
+        for line, mod in imported_modules(path, top_level_only=False)
+        if _offends(mod, ("enclave.cli", "argparse"))
+    ]
+    assert not bad, bad

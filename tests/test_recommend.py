@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from enclave.models import cli_commands
+from enclave.cli import models as cli_models
 from enclave.models.catalog import CatalogEntry
 from enclave.models.fit import Verdict
 from enclave.models.hardware import GPUInfo, Hardware
@@ -102,10 +102,10 @@ def test_evaluate_ranks_every_chat_variant() -> None:
 def _cli(*argv: str) -> tuple[int, str, str]:
     parser = argparse.ArgumentParser(prog="enclave")
     sub = parser.add_subparsers(dest="command")
-    cli_commands.register(sub)
+    cli_models.register(sub)
     args = parser.parse_args(["models", "recommend", *argv])
     out, err = io.StringIO(), io.StringIO()
-    return cli_commands.run_recommend(args, out, err), out.getvalue(), err.getvalue()
+    return cli_models.run_recommend(args, out, err), out.getvalue(), err.getvalue()
 
 
 def test_recommend_command_for_hypothetical_hardware() -> None:
@@ -164,10 +164,10 @@ def test_recommend_command_rejects_bad_numbers(argv: tuple[str, ...], message: s
 def test_models_group_is_shared_and_idempotent() -> None:
     parser = argparse.ArgumentParser(prog="enclave")
     sub = parser.add_subparsers(dest="command")
-    group = cli_commands.get_models_group(sub)
+    group = cli_models.get_models_group(sub)
     group.add_parser("other").set_defaults(handler=lambda args: 7)  # another area's subcommand
-    cli_commands.register(sub)
-    assert cli_commands.get_models_group(sub) is group
+    cli_models.register(sub)
+    assert cli_models.get_models_group(sub) is group
     args = parser.parse_args(["models", "other"])
     assert args.handler(args) == 7
     assert {"recommend", "fit", "list", "download", "import", "remove", "use"} <= set(group.choices)

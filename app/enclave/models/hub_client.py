@@ -46,6 +46,20 @@ def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """The HTTP client's "could not connect / timed out" errors: huggingface_hub 0.x uses requests (its errors are
+    OSErrors), 1.x httpx and 2.x httpx2 (theirs are not)."""
+    import importlib
+
+    found: list[type[Exception]] = []
+    for name in ("httpx2", "httpx"):
+        try:
+            found.append(importlib.import_module(name).TransportError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
+
+
 def fetch_snapshot(repo_id: str, revision: str, token: str | None = None, timeout: float = 30.0) -> RepoSnapshot:
     """File list with sizes and sha256 for ``repo_id`` at ``revision``, via huggingface_hub's model_info."""
     if offline():
@@ -57,6 +71,7 @@ def fetch_snapshot(repo_id: str, revision: str, token: str | None = None, timeou
     # public Hub even when HF_ENDPOINT names a mirror. The user asked for this model's metadata, nothing else.
     constants.HF_HUB_DISABLE_TELEMETRY = True
     api = HfApi(endpoint=endpoint(), token=token or False)
+    unreachable: tuple[type[Exception], ...] = (OSError, *_transport_errors())
     try:
         info = api.model_info(repo_id, revision=revision, files_metadata=True, timeout=timeout)
     except GatedRepoError as exc:
@@ -69,7 +84,7 @@ def fetch_snapshot(repo_id: str, revision: str, token: str | None = None, timeou
         raise HubError(f"{repo_id} has no revision {revision}.") from exc
     except HfHubHTTPError as exc:
         raise HubError(f"The Hub answered with an error for {repo_id}: {exc}") from exc
-    except OSError as exc:
+    except unreachable as exc:
         raise HubError(f"Could not reach the Hub ({endpoint()}): {exc}. Check the internet connection.") from exc
     files = []
     for sibling in info.siblings or []:

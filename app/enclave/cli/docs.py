@@ -16,12 +16,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from enclave.docs.ingest import DEFAULT_COLLECTION, MISSING, FileStatus, IngestProgress
+from enclave.cli.exit_codes import ExitCode
+from enclave.docs.ingest import DEFAULT_COLLECTION, FileStatus, IngestProgress
+from enclave.docs.status import DocStatus
 
 if TYPE_CHECKING:
     from enclave.docs.ingest import Ingester
-
-EXIT_OK, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_MODEL, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
 
 NO_EMBEDDER = (
     "No embedding model is set, so documents are searched by keywords only. Choose one with "
@@ -36,8 +36,9 @@ def index_path() -> Path:
 
 
 def register(subparsers: Any) -> None:
+    """Add the ``docs`` group and its subcommands (cli._command_groups calls this)."""
     docs = subparsers.add_parser("docs", help="index your documents and search them")
-    docs.set_defaults(handler=lambda args: (docs.print_help(sys.stderr), EXIT_USAGE)[1])
+    docs.set_defaults(handler=lambda args: (docs.print_help(sys.stderr), ExitCode.USAGE)[1])
     sub = docs.add_subparsers(dest="docs_command", metavar="SUBCOMMAND")
 
     add = sub.add_parser("add", help="add files or folders (unchanged files are skipped; interrupted runs resume)")
@@ -99,14 +100,14 @@ def _open_embedder(err: TextIO) -> Any:
         return Embedder(path)
     except EmbedderError as exc:
         err.write(f"enclave: {exc}\n")
-        raise SystemExit(EXIT_MODEL) from exc
+        raise SystemExit(ExitCode.MODEL) from exc
 
 
-def run_add(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def run_add(args: argparse.Namespace, out: TextIO, err: TextIO) -> ExitCode:
     return _run_ingest(args, out, err, lambda ingester: ingester.add(args.paths, args.collection), "docs add")
 
 
-def run_rescan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def run_rescan(args: argparse.Namespace, out: TextIO, err: TextIO) -> ExitCode:
     def rescan(ingester: Ingester) -> list[FileStatus]:
         if not ingester.index.folders():
             err.write("enclave: note: no folders are watched; `enclave docs add FOLDER` adds one.\n")
@@ -121,7 +122,7 @@ def _run_ingest(
     err: TextIO,
     start: Callable[[Ingester], list[FileStatus]],
     command: str,
-) -> int:
+) -> ExitCode:
     """Queue work with ``start`` (reporting what it knows at once), then run the queue to the end, showing progress."""
     from enclave.docs.index import DocumentIndex
     from enclave.docs.ingest import Ingester
@@ -137,7 +138,7 @@ def _run_ingest(
     def on_file(status: FileStatus) -> None:
         statuses.append(status)
         if not args.json:
-            detail = f"{status.chunks} chunks" if status.status == "ok" else (status.error or "")
+            detail = f"{status.chunks} chunks" if status.status == DocStatus.OK else (status.error or "")
             err.write("\r\033[K" if interactive else "")
             out.write(f"{status.status:11} {status.path}  {detail}".rstrip() + "\n")
             out.flush()
@@ -167,19 +168,19 @@ def _run_ingest(
     if args.json:
         json.dump([asdict(s) for s in statuses], out, indent=2, ensure_ascii=False)
         out.write("\n")
-    missing = [s for s in statuses if s.status == MISSING]
+    missing = [s for s in statuses if s.status == DocStatus.MISSING]
     if interrupted:
-        return EXIT_INTERRUPTED
-    return EXIT_NOT_FOUND if missing and len(missing) == len(statuses) else EXIT_OK
+        return ExitCode.INTERRUPTED
+    return ExitCode.NOT_FOUND if missing and len(missing) == len(statuses) else ExitCode.OK
 
 
-def run_search(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def run_search(args: argparse.Namespace, out: TextIO, err: TextIO) -> ExitCode:
     from enclave.docs.index import DocumentIndex
     from enclave.docs.search import Searcher
 
     if args.k <= 0:
         err.write("enclave: --k must be positive\n")
-        return EXIT_USAGE
+        return ExitCode.USAGE
     embedder = _open_embedder(err)
     index = DocumentIndex(index_path())
     try:
@@ -191,17 +192,17 @@ def run_search(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.json:
         json.dump([asdict(r) for r in response.results], out, indent=2, ensure_ascii=False)
         out.write("\n")
-        return EXIT_OK
+        return ExitCode.OK
     if response.nothing_relevant:
         out.write("Nothing relevant was found in your documents.\n")
     for i, r in enumerate(response.results, 1):
         snippet = " ".join(r.text.split())[:240]
         weak = "" if r.relevant else ", weak match"
         out.write(f"[{i}] {r.path}, page {r.page} (score {r.score:.4f}{weak})\n    {snippet}\n")
-    return EXIT_OK
+    return ExitCode.OK
 
 
-def run_list(args: argparse.Namespace, out: TextIO) -> int:
+def run_list(args: argparse.Namespace, out: TextIO) -> ExitCode:
     from enclave.docs.index import DocumentIndex
 
     with DocumentIndex(index_path()) as index:
@@ -210,7 +211,7 @@ def run_list(args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         json.dump([asdict(r) for r in rows], out, indent=2, ensure_ascii=False)
         out.write("\n")
-        return EXIT_OK
+        return ExitCode.OK
     for r in rows:
         pages = f"{r.page_count} pages" if r.page_count is not None else ""
         out.write(f"{r.id:5} {r.status:10} {r.chunks:6} chunks {pages:>11}  {r.collection}: {r.path}\n")
@@ -218,10 +219,10 @@ def run_list(args: argparse.Namespace, out: TextIO) -> int:
             out.write(f"      {r.error}\n")
     if queued:
         out.write(f"{queued} file(s) waiting to be indexed: run `enclave docs add` to resume.\n")
-    return EXIT_OK
+    return ExitCode.OK
 
 
-def run_remove(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def run_remove(args: argparse.Namespace, out: TextIO, err: TextIO) -> ExitCode:
     from enclave.docs.index import DocumentIndex
 
     with DocumentIndex(index_path()) as index:
@@ -231,16 +232,16 @@ def run_remove(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             removed = index.remove_path(str(Path(args.target).resolve()), args.collection)
     if not removed:
         err.write(f"enclave: {args.target} is not in the index\n")
-        return EXIT_NOT_FOUND
+        return ExitCode.NOT_FOUND
     if args.json:
         json.dump({"removed": removed}, out)
         out.write("\n")
     else:
         out.write(f"Removed {removed} document(s).\n")
-    return EXIT_OK
+    return ExitCode.OK
 
 
-def run_folders(args: argparse.Namespace, out: TextIO) -> int:
+def run_folders(args: argparse.Namespace, out: TextIO) -> ExitCode:
     from enclave.docs.index import DocumentIndex
 
     with DocumentIndex(index_path()) as index:
@@ -249,10 +250,10 @@ def run_folders(args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         json.dump(rows, out, indent=2, ensure_ascii=False)
         out.write("\n")
-        return EXIT_OK
+        return ExitCode.OK
     if not rows:
         out.write("No folders are watched: `enclave docs add FOLDER` adds one.\n")
     for row in rows:
         gone = "" if row["exists"] else "  (not found)"
         out.write(f"{row['collection']}: {row['path']}{gone}\n")
-    return EXIT_OK
+    return ExitCode.OK

@@ -14,13 +14,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
+from enclave.cli.exit_codes import ExitCode
 from enclave.models.hardware import GIB, Hardware, probe_hardware
 from enclave.models.placement import planning_hardware
-
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_MODEL = 3
-EXIT_NOTHING_FITS = 5
 
 _GROUP_ATTR = "_enclave_models_subparsers"
 
@@ -38,9 +34,9 @@ def get_models_group(subparsers: Any) -> Any:
     return group
 
 
-def _group_help(parser: argparse.ArgumentParser) -> int:
+def _group_help(parser: argparse.ArgumentParser) -> ExitCode:
     parser.print_help(sys.stderr)
-    return EXIT_USAGE
+    return ExitCode.USAGE
 
 
 def register(subparsers: Any) -> None:
@@ -75,7 +71,7 @@ def register(subparsers: Any) -> None:
     fit.add_argument("--ram-bandwidth", type=float, metavar="GBS", help="pretend: system RAM bandwidth, GB/s")
     fit.set_defaults(handler=lambda args: run_fit(args, sys.stdout, sys.stderr))
 
-    from enclave.models.manage_commands import register_models_commands
+    from enclave.cli.manage import register_models_commands
 
     register_models_commands(models)
 
@@ -93,14 +89,14 @@ def _default_models_dir() -> Path:
     return app_paths().models_dir
 
 
-def run_hardware(args: argparse.Namespace, out: TextIO) -> int:
+def run_hardware(args: argparse.Namespace, out: TextIO) -> ExitCode:
     hw = probe_hardware(args.models_dir or _default_models_dir())
     if args.json:
         json.dump(hw.to_dict(), out, indent=2)
         out.write("\n")
-        return EXIT_OK
+        return ExitCode.OK
     out.write(describe_hardware(hw))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def describe_hardware(hw: Hardware) -> str:
@@ -154,11 +150,11 @@ def _check_numbers(args: argparse.Namespace, err: TextIO) -> bool:
     return True
 
 
-def run_recommend(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def run_recommend(args: argparse.Namespace, out: TextIO, err: TextIO) -> ExitCode:
     from enclave.models.recommend import evaluate, recommend
 
     if not _check_numbers(args, err):
-        return EXIT_USAGE
+        return ExitCode.USAGE
     hw = hardware_from_args(args) or planning_hardware(_default_models_dir())
     rec = recommend(hw)
     if args.json:
@@ -179,12 +175,12 @@ def run_recommend(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             ]  # fmt: skip
         json.dump(payload, out, indent=2)
         out.write("\n")
-        return EXIT_OK if rec is not None else EXIT_NOTHING_FITS
+        return ExitCode.OK if rec is not None else ExitCode.NOTHING_FITS
     if hw.hypothetical:
         out.write("For the hardware described:\n")
     if rec is None:
         out.write("No DeepSeek R1 variant in the catalog fits this computer's memory.\n")
-        return EXIT_NOTHING_FITS
+        return ExitCode.NOTHING_FITS
     size = rec.entry.total_size / 1e9
     out.write(f"Recommended: {rec.entry.display_name} ({size:.1f} GB download)\n{rec.reason}\n{rec.estimate.reason}\n")
     if args.all:
@@ -193,10 +189,10 @@ def run_recommend(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             e = c.estimate
             speed = f"{e.tokens_per_second:6.1f} tok/s" if e.fits else "           "
             out.write(f"  {c.entry.id:32} {e.verdict.value:19} ctx {e.context_length:>7,}  {speed}\n")
-    return EXIT_OK
+    return ExitCode.OK
 
 
-def run_fit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def run_fit(args: argparse.Namespace, out: TextIO, err: TextIO) -> ExitCode:
     """The load plan the engine would use for this file (``enclave.models.placement``), here or on pretend hardware."""
     from enclave.models.fit import FitError, facts_from_headers
     from enclave.models.gguf import GGUFError, read_gguf_header
@@ -204,15 +200,15 @@ def run_fit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     if args.ctx is not None and args.ctx <= 0:
         print("enclave: --ctx must be a positive number", file=err)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     if not _check_numbers(args, err):
-        return EXIT_USAGE
+        return ExitCode.USAGE
     try:
         headers = [read_gguf_header(p) for p in args.paths]
         facts = facts_from_headers(headers)
     except (GGUFError, FitError) as exc:
         print(f"enclave: {exc}", file=err)
-        return EXIT_MODEL
+        return ExitCode.MODEL if all(Path(p).exists() for p in args.paths) else ExitCode.NOT_FOUND
     hw = hardware_from_args(args) or planning_hardware(_default_models_dir())
     first = min(headers, key=lambda h: h.split_no)
     try:
@@ -225,7 +221,7 @@ def run_fit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             out.write("\n")
         else:
             out.write(f"{facts.name}: {exc}\n")
-        return EXIT_NOTHING_FITS
+        return ExitCode.NOTHING_FITS
     estimate = plan.estimate
     assert estimate is not None
     if args.json:
@@ -254,7 +250,7 @@ def run_fit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             out.write(f"  tensor override (llama.cpp -ot): {override}\n")
         for note in plan.notes:
             out.write(f"  note: {note}\n")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _estimate_dict(estimate: Any) -> dict[str, Any]:

@@ -1,8 +1,8 @@
-"""Command line: ``enclave`` opens the app; ``enclave chat`` answers one prompt headlessly; ``enclave serve`` serves the
-model over a local OpenAI/DeepSeek-compatible API.
+"""``enclave chat`` answers one prompt headlessly; ``enclave serve`` serves the model over a local
+OpenAI/DeepSeek-compatible API.
 
-This module stays Qt-free: the GUI is imported only when it is about to be shown, so scripts and CI can use the engine
-without a display.
+llama.cpp and the server are imported inside the handlers, never at module level: building the parser (``enclave
+--help``) must not load them.
 """
 
 from __future__ import annotations
@@ -11,37 +11,16 @@ import argparse
 import json
 import signal
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any, TextIO
 
-from enclave import __version__
-
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_MODEL = 3
-EXIT_GENERATION = 4
-EXIT_INTERRUPTED = 130
+from enclave.cli.exit_codes import ExitCode
 
 
-def _device_choice(device: str | None) -> tuple[str, ...] | None:
-    """``--device``: None keeps the setting, "auto" is Auto (()), "cpu" CPU only, else that llama.cpp device."""
-    if device is None:
-        return None
-    if device.lower() == "auto":
-        return ()
-    return ("CPU",) if device.lower() == "cpu" else (device,)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="enclave", description="Run DeepSeek R1 privately on this computer. Without a command, opens the app."
-    )
-    parser.add_argument("--version", action="version", version=f"Enclave {__version__}")
-    parser.add_argument("--model", metavar="PATH", help="open the app with this GGUF model")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    chat = commands.add_parser("chat", help="answer one prompt and print it (thinking goes to stderr)")
+def register(subparsers: Any) -> None:
+    """Add ``chat`` and ``serve`` (cli._command_groups calls this)."""
+    chat = subparsers.add_parser("chat", help="answer one prompt and print it (thinking goes to stderr)")
     chat.add_argument("prompt", help="the question; '-' reads it from standard input")
     chat.add_argument("--model", dest="chat_model", metavar="PATH", required=True, help="GGUF model file")
     chat.add_argument("--system", default="", help="system prompt")
@@ -65,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--json", action="store_true", help="print one JSON object with reasoning, content and stats")
     chat.set_defaults(handler=lambda args: run_chat(args, sys.stdout, sys.stderr))
 
-    serve = commands.add_parser(
+    serve = subparsers.add_parser(
         "serve", help="serve the model to other programs over an OpenAI- and DeepSeek-compatible API"
     )
     serve.add_argument("--model", dest="serve_model", metavar="PATH_OR_ID", help="GGUF file or installed model id")
@@ -85,39 +64,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(handler=lambda args: run_serve(args, sys.stderr))
 
-    for register in _command_groups():
-        register(commands)
 
-    # The engine host (engine/host.py): the GUI's llama.cpp runs in it. Added without help, then taken out of the
-    # listing: on Python < 3.13 help=SUPPRESS on a subcommand prints "==SUPPRESS==" instead of hiding it.
-    host = commands.add_parser("engine-host")
-    host.set_defaults(handler=lambda args: _serve_engine())
-    commands._choices_actions = [a for a in commands._choices_actions if a.dest != "engine-host"]
-    return parser
-
-
-def _serve_engine() -> int:
-    from enclave.engine.host import serve
-
-    return serve()
+def _device_choice(device: str | None) -> tuple[str, ...] | None:
+    """``--device``: None keeps the setting, "auto" is Auto (()), "cpu" CPU only, else that llama.cpp device."""
+    if device is None:
+        return None
+    if device.lower() == "auto":
+        return ()
+    return ("CPU",) if device.lower() == "cpu" else (device,)
 
 
-def _command_groups() -> list[Callable[[Any], None]]:
-    """Each area adds its own subcommands: ``register(subparsers)`` sets ``handler=fn(args) -> exit code``."""
-    from enclave.docs.cli_commands import register as register_docs
-    from enclave.models.cli_commands import register as register_models
-
-    return [register_models, register_docs]
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    handler = getattr(args, "handler", None)
-    if handler is not None:
-        return int(handler(args))
-    from enclave.ui.app import run_gui
-
-    return run_gui(model_path=args.model)
+def _load_failed(path: str, exc: Exception, err: TextIO) -> ExitCode:
+    """Say why the model did not load: NOT_FOUND when its file is not there, else MODEL."""
+    print(f"enclave: {exc}", file=err)
+    return ExitCode.MODEL if Path(path).expanduser().exists() else ExitCode.NOT_FOUND
 
 
 def _positive(value: int | None, name: str, err: TextIO) -> bool:
@@ -129,8 +89,6 @@ def _positive(value: int | None, name: str, err: TextIO) -> bool:
 
 def _serve_model_path(requested: str | None) -> str | None:
     """``--model`` as a file or an installed model's id; without it, the active chat model, then the last one opened."""
-    from pathlib import Path
-
     from enclave.models.installed import ModelRegistry
     from enclave.paths import app_paths
     from enclave.usecases.loading import saved_settings
@@ -144,7 +102,7 @@ def _serve_model_path(requested: str | None) -> str | None:
     return active.path if active is not None else saved_settings().model_path
 
 
-def run_serve(args: argparse.Namespace, err: TextIO) -> int:
+def run_serve(args: argparse.Namespace, err: TextIO) -> ExitCode:
     import logging
     import os
 
@@ -156,20 +114,20 @@ def run_serve(args: argparse.Namespace, err: TextIO) -> int:
 
     checks = ((args.ctx, "--ctx"), (args.max_tokens, "--max-tokens"), (args.threads, "--threads"))
     if not all(_positive(v, n, err) for v, n in checks):
-        return EXIT_USAGE
+        return ExitCode.USAGE
     if not 0 <= args.port <= 65535 or args.max_wait <= 0:
         print("enclave: --port must be 0-65535 and --max-wait positive", file=err)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     api_key = args.api_key or os.environ.get("ENCLAVE_API_KEY") or None
     try:
         check_bind(args.host, api_key)
     except ServerConfigError as exc:
         print(f"enclave: {exc}", file=err)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     path = _serve_model_path(args.serve_model)
     if not path:
         print("enclave: no model to serve; pass --model PATH_OR_ID (or choose one in the app first)", file=err)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     logging.basicConfig(level=logging.WARNING, format="enclave: %(message)s")
     # Headless, llama.cpp runs in an engine host process (a crash there ends one answer, not the server);
     # ENCLAVE_ENGINE_IN_PROCESS=1 keeps it in this process, as the app allows for debugging and profiling.
@@ -185,8 +143,7 @@ def run_serve(args: argparse.Namespace, err: TextIO) -> int:
         try:
             info = backend.load(load)
         except ModelLoadError as exc:
-            print(f"enclave: {exc}", file=err)
-            return EXIT_MODEL
+            return _load_failed(path, exc, err)
         from enclave.docs.embedder import active_embedding_model_path
 
         embeddings = EmbeddingService(active_embedding_model_path(), n_threads=args.threads)
@@ -202,10 +159,10 @@ def run_serve(args: argparse.Namespace, err: TextIO) -> int:
             )
         except ServerConfigError as exc:
             print(f"enclave: {exc}", file=err)
-            return EXIT_USAGE
+            return ExitCode.USAGE
         print(f"enclave: serving {info.name} ({info.placement}) at {server.url}", file=err, flush=True)
         server.serve_forever()
-        return EXIT_OK
+        return ExitCode.OK
     finally:
         if in_process:
             backend.unload()
@@ -213,31 +170,32 @@ def run_serve(args: argparse.Namespace, err: TextIO) -> int:
             backend.close()
 
 
-def run_chat(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def run_chat(args: argparse.Namespace, out: TextIO, err: TextIO) -> ExitCode:
     from enclave.engine.llama_backend import LlamaCppBackend
     from enclave.engine.types import (
         ChatMessage,
         EngineError,
         Finished,
         GenerationControl,
-        GenerationRequest,
         ModelLoadError,
         TextDelta,
     )
 
     if not all(_positive(v, n, err) for v, n in ((args.max_tokens, "--max-tokens"), (args.ctx, "--ctx"))):
-        return EXIT_USAGE
+        return ExitCode.USAGE
     if args.think_budget is not None and args.think_budget < 0:
         print("enclave: --think-budget must be 0 or more", file=err)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    from enclave.usecases.chat import chat_request
     from enclave.usecases.loading import load_request, model_overrides, saved_settings
 
+    settings = saved_settings()
     backend = LlamaCppBackend()
     # The same load the app asks for: settings, then this model's own overrides, then these flags; the rest is Auto.
     load = load_request(
         args.chat_model,
-        saved_settings(),
+        settings,
         model_overrides(args.chat_model),
         n_ctx=args.ctx,
         n_gpu_layers=args.gpu_layers,
@@ -248,19 +206,20 @@ def run_chat(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         info = backend.load(load)
     except ModelLoadError as exc:
-        print(f"enclave: {exc}", file=err)
-        return EXIT_MODEL
+        return _load_failed(args.chat_model, exc, err)
     if args.show_plan:
         print(f"enclave: {info.name}: {info.placement}", file=err)
-    sampling = info.default_sampling
-    if args.temperature is not None:
-        sampling = replace(sampling, temperature=args.temperature)
-    if args.seed is not None:
-        sampling = replace(sampling, seed=args.seed)
+    # The request the app would send: the model's sampling, then the saved settings, then these flags.
     messages = [ChatMessage("system", args.system)] if args.system else []
     messages.append(ChatMessage("user", prompt))
-    request = GenerationRequest(
-        messages=tuple(messages), sampling=sampling, max_tokens=args.max_tokens, think_budget=args.think_budget
+    request = chat_request(
+        messages,
+        info,
+        settings,
+        temperature=args.temperature,
+        seed=args.seed,
+        max_tokens=args.max_tokens,
+        think_budget=args.think_budget,
     )
     control = GenerationControl()
     previous = signal.signal(signal.SIGINT, lambda *_: control.cancel.set())  # Ctrl+C stops cleanly
@@ -283,7 +242,7 @@ def run_chat(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 finished = event
     except EngineError as exc:
         print(f"\nenclave: {exc}", file=err)
-        return EXIT_GENERATION
+        return ExitCode.GENERATION
     finally:
         signal.signal(signal.SIGINT, previous)
         backend.unload()
@@ -308,4 +267,4 @@ def run_chat(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.write("\n")
     else:
         out.write("\n")
-    return EXIT_INTERRUPTED if finished.reason.value == "cancelled" else EXIT_OK
+    return ExitCode.INTERRUPTED if finished.reason.value == "cancelled" else ExitCode.OK
