@@ -358,6 +358,11 @@ def test_dropping_a_broken_gguf_explains_and_loads_nothing(app: App) -> None:
         QPointF(50, 50), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier
     )
     app.window.dropEvent(drop)
+    assert app.window.welcome.status.text() == f"Checking {app.model.name}…"  # on a worker thread, meanwhile
+    app.qtbot.waitUntil(
+        lambda: "too small" in app.window.welcome.status.text() or "not a GGUF" in app.window.welcome.status.text(),
+        timeout=10_000,
+    )
     assert "too small" in app.window.welcome.status.text() or "not a GGUF" in app.window.welcome.status.text()
     assert app.controller.model is None and not app.controller.loading
 

@@ -12,8 +12,8 @@ from PySide6.QtCore import Qt
 
 from enclave.models import downloader
 from enclave.models.hardware import Hardware
-from enclave.models.installed import ModelRegistry
-from enclave.ui.models_dialog import OFFLINE_TEXT, ModelsDialog
+from enclave.models.installed import InstalledModel, ModelRegistry, import_model
+from enclave.ui.models_dialog import CHECKING, CHECKING_COMPUTER, OFFLINE_TEXT, ModelsDialog
 from enclave.workers.download_worker import DownloadController
 from fake_hub import FakeHub, write_tiny_gguf
 
@@ -26,6 +26,16 @@ GPU_8GB = Hardware.from_numbers(vram_gib=8, ram_gib=32, bandwidth_gbs=450)
 @pytest.fixture(scope="module")
 def minilm_path() -> Path:
     return minilm_gguf.cached_model_path()
+
+
+def imported(dialog: ModelsDialog, qtbot: Any, path: Path) -> InstalledModel | None:
+    """Import ``path`` with the dialog (on its worker thread) and wait until its rows show their fit again."""
+    with qtbot.waitSignal(dialog.importFinished, timeout=20_000) as done:
+        dialog.import_path(path)
+    model: InstalledModel | None = done.args[0]
+    if model is not None:
+        qtbot.waitUntil(lambda: not dialog.checking, timeout=20_000)
+    return model
 
 
 @pytest.fixture
@@ -57,6 +67,7 @@ def test_recommends_downloads_and_uses_a_model(setup: tuple[ModelsDialog, FakeHu
         dialog.recommend_button.click()
         assert dialog.progress.isVisible() or dialog.downloads.busy
     assert progress and progress[-1] == 1000
+    qtbot.waitUntil(lambda: dialog.table.rowCount() == 1 and not dialog.checking, timeout=20_000)
     assert dialog.table.rowCount() == 1
     assert dialog.table.item(0, 3).text() == "verified download"
     assert "runs on the GPU" in dialog.table.item(0, 4).text()
@@ -67,13 +78,15 @@ def test_recommends_downloads_and_uses_a_model(setup: tuple[ModelsDialog, FakeHu
     assert Path(used.args[0]).read_bytes() == served.read_bytes()
 
 
-def test_import_and_bad_file_messages(setup: tuple[ModelsDialog, FakeHub], gemma_path: Path, tmp_path: Path) -> None:
+def test_import_and_bad_file_messages(
+    setup: tuple[ModelsDialog, FakeHub], gemma_path: Path, tmp_path: Path, qtbot: Any
+) -> None:
     dialog, _hub = setup
     bad = tmp_path / "bad.gguf"
     bad.write_text("hello")
-    assert dialog.import_path(bad) is None
+    assert imported(dialog, qtbot, bad) is None
     assert "too small" in dialog.message.text() or "not a GGUF" in dialog.message.text()
-    model = dialog.import_path(gemma_path)
+    model = imported(dialog, qtbot, gemma_path)
     assert model is not None and dialog.table.rowCount() == 1
     assert dialog.table.item(0, 3).text() == "imported (unverified)"
 
@@ -105,11 +118,11 @@ def test_without_a_network_the_download_says_so_and_offers_retry(
 
 
 def test_installed_models_show_their_size_placement_and_need_a_selection(
-    setup: tuple[ModelsDialog, FakeHub], gemma_path: Path, minilm_path: Path
+    setup: tuple[ModelsDialog, FakeHub], gemma_path: Path, minilm_path: Path, qtbot: Any
 ) -> None:
     dialog, _hub = setup
-    assert dialog.import_path(gemma_path) is not None
-    assert dialog.import_path(minilm_path) is not None
+    assert imported(dialog, qtbot, gemma_path) is not None
+    assert imported(dialog, qtbot, minilm_path) is not None
     sizes = {dialog.table.item(r, 0).text(): dialog.table.item(r, 2).text() for r in range(dialog.table.rowCount())}
     assert all(size != "0.0 GB" for size in sizes.values())
     assert any(size.endswith(" MB") for size in sizes.values())  # the small embedding model reads in MB
@@ -121,3 +134,28 @@ def test_installed_models_show_their_size_placement_and_need_a_selection(
     assert not dialog.use_button.isEnabled() and not dialog.remove_button.isEnabled()
     dialog.table.selectRow(gemma_row)
     assert dialog.use_button.isEnabled() and dialog.use_button.text() == "Use for chat"
+
+
+def test_the_dialog_lists_models_at_once_and_checks_them_in_the_background(
+    gemma_path: Path, tmp_path: Path, qtbot: Any
+) -> None:
+    registry = ModelRegistry(tmp_path / "models.json")
+    import_model(registry, gemma_path)
+    controller = DownloadController(registry.path, tmp_path / "models")
+    try:
+        dialog = ModelsDialog(registry, controller, tmp_path / "models")  # no hardware given: probed off this thread
+        qtbot.addWidget(dialog)
+        # Listed before any header was read or the computer probed: the slow parts say they are being checked.
+        assert dialog.table.rowCount() == 1 and dialog.table.item(0, 0).text() == registry.models()[0].name
+        assert dialog.table.item(0, 4).text() == CHECKING and dialog.table.item(0, 5).text() == CHECKING
+        assert dialog.recommend_label.text() == CHECKING_COMPUTER and not dialog.recommend_button.isVisibleTo(dialog)
+        assert dialog.checking
+        with qtbot.waitSignal(dialog.rowsChecked, timeout=20_000):
+            pass
+        assert not dialog.checking and dialog.hardware is not None
+        assert dialog.table.item(0, 4).text() not in ("", CHECKING)
+        assert dialog.table.item(0, 5).text().startswith("Auto (")
+        assert dialog.recommend_label.text() != CHECKING_COMPUTER and dialog.catalog_box.count() > 0
+        dialog.close()  # its own task runner stops with it
+    finally:
+        controller.shutdown()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QByteArray, Qt, QTimer, QUrl, Signal, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QDragEnterEvent, QDropEvent, QKeySequence
@@ -29,7 +31,7 @@ from enclave.docs.viewer import launch, page_command
 from enclave.engine.types import GenerationStats, ModelInfo
 from enclave.models.hardware_child import last_probe
 from enclave.models.recommend import Recommendation
-from enclave.paths import app_paths
+from enclave.paths import AppPaths, app_paths
 from enclave.settings.settings import Settings, SettingsStore
 from enclave.storage.chats import ChatStore, MessageSource
 from enclave.storage.export import export_conversation
@@ -47,6 +49,50 @@ from enclave.workers.api_server_worker import ApiServerController
 from enclave.workers.docs_worker import DocsController
 from enclave.workers.download_worker import DownloadController
 from enclave.workers.engine_worker import EngineController
+from enclave.workers.tasks import URGENT, TaskRunner
+
+if TYPE_CHECKING:
+    from enclave.models.installed import ModelRegistry
+
+log = logging.getLogger(__name__)
+
+
+# --- model-list work for the window's worker threads (workers.tasks): plain functions, no Qt ----------------------
+
+
+def read_registry(paths: AppPaths) -> ModelRegistry:
+    """The installed-model list as it is on disk now."""
+    from enclave.models.installed import ModelRegistry
+
+    return ModelRegistry(paths.ensure().models_file)
+
+
+def import_model_file(paths: AppPaths, path: Path) -> ModelRegistry:
+    """Check a GGUF file and list it in Models as an imported model; the list afterwards. Raises ModelError."""
+    from enclave.models.installed import import_model
+
+    registry = read_registry(paths)
+    import_model(registry, path)
+    return registry
+
+
+def activate_first_embedder(paths: AppPaths, model_id: str, replace_current: bool) -> tuple[ModelRegistry, bool]:
+    """Make a downloaded embedding model the active one when there is none (or ``replace_current``); whether it was."""
+    registry = read_registry(paths)
+    if replace_current or registry.active("embedding") is None:
+        registry.set_active(model_id, "embedding")
+        return registry, True
+    return registry, False
+
+
+def choose_embedder(paths: AppPaths, model_id: str | None) -> tuple[ModelRegistry, str | None]:
+    """Make ``model_id`` the active embedding model (None: none); the list afterwards, and the model's path."""
+    registry = read_registry(paths)
+    if model_id is None:
+        registry.clear_active("embedding")
+        return registry, None
+    registry.set_active(model_id, "embedding")
+    return registry, registry.get(model_id).path
 
 
 class MainWindow(QMainWindow):
@@ -79,6 +125,12 @@ class MainWindow(QMainWindow):
         self.recommendation: Recommendation | None = None  # for the first-run page, computed in the background
         self.documents = documents
         self.documents_dialog: DocumentsDialog | None = None
+        # Model files and the installed-model list are read on worker threads, never on this one.
+        self.tasks = TaskRunner(self, name="enclave-window-tasks")
+        self.registry: ModelRegistry | None = None  # the installed models as last read (refresh_installed)
+        self._open_request = 0  # a model import then load is dropped when another load was asked for meanwhile
+        self._models_opening = False
+        self._installed_shown: list[tuple[str, str]] | None = None  # what the model picker lists
 
         # --- widgets ---
         self.conversations = ConversationPanel(self)
@@ -174,6 +226,7 @@ class MainWindow(QMainWindow):
             self.session.open_conversation(recent[0].id)
             self._last_collections = recent[0].collections
         self._update_page()
+        self.refresh_installed()
 
     def _answer_settings(self) -> Settings:
         """Settings for the next answer: the composer's thinking budget, when one is chosen, wins."""
@@ -271,6 +324,7 @@ class MainWindow(QMainWindow):
         a model that crashes llama.cpp never becomes the one every start opens.
         """
 
+        self._open_request += 1  # supersedes an import still checking its file (_import_and_load)
         if remember:
             self._remember_on_load = path
         self._load_guard.begin(path)
@@ -284,12 +338,8 @@ class MainWindow(QMainWindow):
         start = str(Path(self.settings.model_path).parent) if self.settings.model_path else str(Path.home())
         path, _ = QFileDialog.getOpenFileName(self, "Open a model", start, "GGUF models (*.gguf);;All files (*)")
         if path:
-            from enclave.models.installed import ModelError, ModelRegistry, import_model
-
             # Listed in Models like a dropped file; a file that can't be listed still gets the engine's own word.
-            with contextlib.suppress(ModelError):
-                import_model(ModelRegistry(app_paths().ensure().models_file), Path(path))
-            self.load_model(path, remember=True)
+            self._import_and_load(path, refuse=False)
 
     @staticmethod
     def _dropped_model(event: QDragEnterEvent | QDropEvent) -> str | None:
@@ -325,15 +375,52 @@ class MainWindow(QMainWindow):
 
     def _open_model_file(self, path: str) -> None:
         """A file opened or dropped becomes an imported (unverified) model, listed in Models, and is loaded."""
-        from enclave.models.installed import ModelError, ModelRegistry, import_model
+        self._import_and_load(path, refuse=True)
 
-        try:
-            import_model(ModelRegistry(app_paths().ensure().models_file), Path(path))
-        except ModelError as exc:
-            self.statusBar().showMessage(str(exc), 15000)
-            self.welcome.show_error(str(exc))
+    def _import_and_load(self, path: str, *, refuse: bool) -> None:
+        """Check and list ``path`` on a worker thread (reading a large header takes a while), then load it.
+
+        ``refuse``: a file the import rejects is not loaded and the reason is shown; otherwise it is loaded anyway and
+        the engine says what is wrong with it."""
+        self._open_request += 1
+        request = self._open_request
+        checking = f"Checking {Path(path).name}…"
+        self.statusBar().showMessage(checking)
+        self.welcome.show_loading(checking)
+        self.tasks.run(
+            import_model_file,
+            app_paths(),
+            Path(path),
+            on_done=partial(self._on_model_imported, path, request),
+            on_error=partial(self._on_model_import_failed, path, request, refuse),
+            priority=URGENT,
+        )
+
+    def _on_model_imported(self, path: str, request: int, registry: ModelRegistry) -> None:
+        self._set_installed(registry)
+        self._checked(path)
+        if request == self._open_request:  # nothing else was opened meanwhile
+            self.load_model(path, remember=True)
+
+    def _on_model_import_failed(self, path: str, request: int, refuse: bool, exc: BaseException) -> None:
+        from enclave.models.installed import ModelError
+
+        self._checked(path)
+        if request != self._open_request:
             return
-        self.load_model(path, remember=True)
+        if not refuse:
+            if not isinstance(exc, ModelError):
+                log.warning("could not list %s among the installed models: %s", path, exc)
+            self.load_model(path, remember=True)
+            return
+        text = str(exc) if isinstance(exc, ModelError) else f"Could not open {Path(path).name}: {exc}"
+        self.statusBar().showMessage(text, 15000)
+        self.welcome.show_error(text)
+
+    def _checked(self, path: str) -> None:
+        """The file has been checked: its "Checking …" message goes (another message stays)."""
+        if self.statusBar().currentMessage() == f"Checking {Path(path).name}…":
+            self.statusBar().clearMessage()
 
     @Slot(str)
     def _on_model_loading(self, path: str) -> None:
@@ -348,13 +435,27 @@ class MainWindow(QMainWindow):
         self._update_page()
 
     def _fill_model_picker(self) -> None:
-        from enclave.models.installed import ModelRegistry
+        """The installed models as last read, at once; the menu is filled again when a fresh read has answered."""
+        self._show_installed()
+        self.refresh_installed()
 
-        try:
-            models = ModelRegistry(app_paths().ensure().models_file).models()
-        except (OSError, ValueError):
-            models = []
-        self.header.picker.set_installed([(m.name, m.path) for m in models if m.role == "chat"])
+    def refresh_installed(self) -> None:
+        """Read the installed-model list on a worker thread; the picker and Settings use what was read last."""
+        self.tasks.run(read_registry, app_paths(), on_done=self._set_installed, on_error=self._on_installed_unreadable)
+
+    def _set_installed(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+        self._show_installed()
+
+    def _on_installed_unreadable(self, exc: BaseException) -> None:
+        log.warning("could not read the installed models: %s", exc)  # the picker keeps what it last showed
+
+    def _show_installed(self) -> None:
+        models = self.registry.models() if self.registry is not None else []
+        installed = [(m.name, m.path) for m in models if m.role == "chat"]
+        if installed != self._installed_shown:  # an open menu is only rebuilt when the list has changed
+            self._installed_shown = installed
+            self.header.picker.set_installed(installed)
 
     @Slot(str)
     def _ask_example(self, text: str) -> None:
@@ -666,21 +767,42 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def open_models(self, start_recommended: bool = False) -> None:
-        from enclave.models.installed import ModelRegistry
+        """File → Models: opened as soon as the installed-model list has been read (on a worker thread)."""
+        if self._models_opening:
+            return
+        self._models_opening = True
+        self.tasks.run(
+            read_registry,
+            app_paths(),
+            on_done=partial(self._show_models, start_recommended),
+            on_error=self._on_models_unreadable,
+            priority=URGENT,
+        )
+
+    def _on_models_unreadable(self, exc: BaseException) -> None:
+        self._models_opening = False
+        self.statusBar().showMessage(f"Could not read the list of installed models: {exc}", 15000)
+
+    def _show_models(self, start_recommended: bool, registry: ModelRegistry) -> None:
         from enclave.ui.models_dialog import ModelsDialog
 
-        paths = app_paths().ensure()
-        registry_path = paths.models_file
+        self._set_installed(registry)
+        paths = app_paths()
         if self.downloads is None:
-            self.downloads = DownloadController(registry_path, paths.models_dir, self)
-        dialog = ModelsDialog(ModelRegistry(registry_path), self.downloads, paths.models_dir, self)
+            self.downloads = DownloadController(paths.models_file, paths.models_dir, self)
+        dialog = ModelsDialog(registry, self.downloads, paths.models_dir, self, tasks=self.tasks)
         dialog.useModel.connect(self._use_model)
         dialog.useEmbeddingModel.connect(self._use_embedding_model)
         dialog.downloads.finished.connect(self._on_downloaded)
         if start_recommended and not self.downloads.busy:
             dialog.download_recommended()
-        dialog.exec()
-        dialog.downloads.finished.disconnect(self._on_downloaded)
+        try:
+            dialog.exec()
+        finally:
+            self._models_opening = False
+            dialog.downloads.finished.disconnect(self._on_downloaded)
+            dialog.deleteLater()
+        self.refresh_installed()  # models imported or removed there
 
     @Slot(object)
     def _on_downloaded(self, model: object) -> None:
@@ -690,12 +812,27 @@ class MainWindow(QMainWindow):
         if isinstance(model, InstalledModel) and model.role == "chat" and self.controller.model is None:
             self._use_model(model.path)
         if isinstance(model, InstalledModel) and model.role == "embedding" and self.documents is not None:
-            from enclave.models.installed import ModelRegistry
+            # The first embedding model is put to use at once.
+            self.tasks.run(
+                activate_first_embedder,
+                app_paths(),
+                model.id,
+                self.documents.embedder_info is None,
+                on_done=partial(self._on_first_embedder, model.path),
+                on_error=self._on_embedder_not_changed,
+                priority=URGENT,
+            )
+        else:
+            self.refresh_installed()
 
-            registry = ModelRegistry(app_paths().ensure().models_file)
-            if self.documents.embedder_info is None or registry.active("embedding") is None:
-                registry.set_active(model.id, "embedding")  # the first embedding model is put to use at once
-                self._use_embedding_model(model.path)
+    def _on_first_embedder(self, path: str, result: tuple[ModelRegistry, bool]) -> None:
+        registry, activated = result
+        self._set_installed(registry)
+        if activated:
+            self._use_embedding_model(path)
+
+    def _on_embedder_not_changed(self, exc: BaseException) -> None:
+        self.statusBar().showMessage(f"Could not change the embedding model: {exc}", 10000)
 
     @Slot(str)
     def _use_model(self, path: str) -> None:
@@ -814,9 +951,9 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def open_settings(self) -> None:
-        from enclave.models.installed import ModelError, ModelRegistry
-
-        registry = ModelRegistry(app_paths().ensure().models_file)
+        # The installed models as last read in the background (refresh_installed). Only in the first moments after
+        # the start, before that read has answered, is the small list read here.
+        registry = self.registry if self.registry is not None else read_registry(app_paths())
         embedders = [(m.id, m.name) for m in registry.models() if m.role == "embedding"]
         active = registry.active("embedding")
         model = self.controller.model
@@ -845,16 +982,19 @@ class MainWindow(QMainWindow):
             if reload and model_path:
                 self.load_model(model_path, remember=True)  # the chat stays; the next answer uses the new model
             if dialog.embedding_changed():
-                chosen = dialog.chosen_embedding
-                try:
-                    if chosen is None:
-                        registry.clear_active("embedding")
-                    else:
-                        registry.set_active(chosen, "embedding")
-                except (ModelError, OSError) as exc:
-                    self.statusBar().showMessage(f"Could not change the embedding model: {exc}", 10000)
-                    return
-                self._use_embedding_model(registry.get(chosen).path if chosen else None)
+                self.tasks.run(
+                    choose_embedder,
+                    app_paths(),
+                    dialog.chosen_embedding,
+                    on_done=self._on_embedder_chosen,
+                    on_error=self._on_embedder_not_changed,
+                    priority=URGENT,
+                )
+
+    def _on_embedder_chosen(self, result: tuple[ModelRegistry, str | None]) -> None:
+        registry, path = result
+        self._set_installed(registry)
+        self._use_embedding_model(path)
 
     @Slot(str)
     def apply_appearance(self, appearance: str) -> None:
@@ -898,6 +1038,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"Could not save settings: {exc}", 10000)
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        self.tasks.shutdown()  # an import or a list read still running ends first; its result is dropped
         self.session.shutdown()
         geometry = bytes(self.saveGeometry().toBase64().data()).decode()
         self._save_settings(replace(self.settings, window_geometry=geometry))
