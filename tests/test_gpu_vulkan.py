@@ -33,9 +33,17 @@ from enclave.engine.types import (
     ModelLoadError,
     SamplingParams,
 )
-from enclave.models.fit import GPU_RESERVE, FitOptions, compute_buffer_bytes, facts_from_headers, kv_cache_bytes
+from enclave.models.fit import (
+    GPU_RESERVE,
+    FitOptions,
+    compute_buffer_bytes,
+    facts_from_headers,
+    kv_cache_bytes,
+    output_compute_bytes,
+    output_on_gpu,
+)
 from enclave.models.gguf import read_gguf_header
-from enclave.models.hardware import probe_hardware
+from enclave.models.hardware import Hardware, probe_hardware
 from enclave.models.placement import DEFAULT_BATCH, planning_hardware
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
@@ -47,7 +55,10 @@ pytestmark = pytest.mark.gpu
 
 MIB = 1 << 20
 GREEDY = SamplingParams(temperature=0.0, top_k=1, top_p=1.0, min_p=0.0)
-QUESTION = (ChatMessage("user", "What is the capital of France?"),)
+# A prompt the small model continues with confidence. Where its top two tokens are close (a vague question without a
+# chat template), the CPU's quantized dot products and the Vulkan shaders' f16/f32 ones round differently and greedy
+# decoding may part after a token or two: measured here, "What is the capital of France?" parted at token 8.
+QUESTION = (ChatMessage("user", "The days of the week are Monday, Tuesday,"),)
 # Gemma 3 270M's f16 KV cache takes 18 KiB per token: 131,072 tokens need 2.25 GiB, more than lavapipe's 2 GiB.
 TOO_BIG_CONTEXT = 131_072
 
@@ -80,9 +91,10 @@ def buffer_mib(lines: list[str], device: str, kind: str) -> float:
 
 
 def offloaded(lines: list[str]) -> tuple[int, int]:
-    match = re.search(r"offloaded (\d+)/(\d+) layers to GPU", "\n".join(lines))
-    assert match, "llama.cpp did not say how many layers it offloaded"
-    return int(match.group(1)), int(match.group(2))
+    # The last load's: llama.cpp's dry runs before it (no_alloc) say it too.
+    found = re.findall(r"offloaded (\d+)/(\d+) layers to GPU", "\n".join(lines))
+    assert found, "llama.cpp did not say how many layers it offloaded"
+    return int(found[-1][0]), int(found[-1][1])
 
 
 def answer(backend: LlamaCppBackend, tokens: int) -> tuple[str, Finished]:
@@ -108,11 +120,7 @@ def test_the_probe_reports_the_vulkan_device_and_its_memory_and_auto_leaves_lava
         assert chosen.summary().startswith("GPU: 18 of 18 layers")  # unless the user asks for it
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="planner bug found on lavapipe: Gemma's output layer (tied to token_embd, ~170 MiB) is planned on the "
-    "device but llama.cpp's Vulkan backend keeps it in host memory (Vulkan0 model buffer 65 MiB vs 235 MiB planned)",
-)
+@pytest.mark.timeout(900)  # 16 greedy tokens and two loads; lavapipe decodes at well under 1 token/s
 def test_on_vulkan_the_plan_is_what_llama_cpp_allocates_and_greedy_tokens_equal_the_cpus(
     vulkan0: Device, gemma_path: Path, llama_log: list[str]
 ) -> None:
@@ -145,11 +153,6 @@ def test_on_vulkan_the_plan_is_what_llama_cpp_allocates_and_greedy_tokens_equal_
     assert measured / 2 <= replanned.estimate.tokens_per_second <= measured * 2, (replanned.estimate, measured)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="planner bug found on lavapipe: Gemma's output layer (tied to token_embd, ~170 MiB) is planned on the "
-    "device but llama.cpp's Vulkan backend keeps it in host memory (Vulkan0 model buffer 65 MiB vs 235 MiB planned)",
-)
 def test_a_model_too_big_for_the_device_is_split_as_planned(
     vulkan0: Device, gemma_path: Path, llama_log: list[str]
 ) -> None:
@@ -158,14 +161,27 @@ def test_a_model_too_big_for_the_device_is_split_as_planned(
     # A pretend-small device: its reserve and compute buffer, the output layer and about four blocks.
     compute = compute_buffer_bytes(facts, ctx, FitOptions(context=ctx, n_ubatch=DEFAULT_BATCH["gpu"]))
     per_block = facts.layer_bytes[-1] + kv_cache_bytes(facts, ctx) // facts.block_count
-    limit = GPU_RESERVE + compute + facts.output_bytes + 4 * per_block + per_block // 2
+    # lavapipe cannot multiply Gemma's 170 MiB output weight (over its 128 MiB storage buffers): it stays on the CPU,
+    # and so do its logits in the compute buffer.
+    if output_on_gpu(facts, Hardware(gpus=(vulkan0.gpu_info(),))):
+        output = facts.output_bytes
+    else:
+        output = 0
+        compute -= output_compute_bytes(facts, ctx, FitOptions(context=ctx, n_ubatch=DEFAULT_BATCH["gpu"]))
+    limit = GPU_RESERVE + compute + output + 4 * per_block + per_block // 2
     backend = LlamaCppBackend()
     try:
         request = LoadRequest(path=str(gemma_path), n_ctx=ctx, devices=("Vulkan0",), gpu_memory_limit=limit)
         info = backend.load(request)
         plan = backend._plan
-        assert plan is not None and info.placement.startswith("GPU: 4 of 18 layers · 2,048-token context")
-        assert offloaded(llama_log) == (5, facts.block_count + 1)  # the output layer and the last 4 blocks
+        assert plan is not None
+        # The planner aims at 4 blocks; llama.cpp's dry run (checked before every offloading load) may take one or
+        # two back: with the output layer on the CPU, the device's compute buffer is ~20 MiB where the estimate says
+        # ~13 (a known under-estimate of activations, logged). What loads is the plan after that check.
+        blocks = plan.n_gpu_layers - 1
+        assert 1 <= blocks <= 4, plan
+        assert info.placement.startswith(f"GPU: {blocks} of 18 layers · 2,048-token context")
+        assert offloaded(llama_log) == (blocks + 1, facts.block_count + 1)  # the output layer and the last blocks
         weights, kv = buffer_mib(llama_log, "Vulkan0", "model") * MIB, buffer_mib(llama_log, "Vulkan0", "KV") * MIB
         assert abs(weights - plan.device_weight_bytes) <= 0.10 * plan.device_weight_bytes, (weights, plan)
         assert abs(kv - plan.device_kv_bytes) <= 0.10 * plan.device_kv_bytes, (kv, plan)

@@ -223,3 +223,21 @@ def test_pretend_gpu_plan_puts_experts_in_ram_by_pattern(tmp_path: Path) -> None
     assert plan.experts_in_ram
     assert plan.tensor_overrides == (r".ffn_.*_exps.=CPU",)
     assert plan.summary() == "GPU: 3 of 3 layers · experts in RAM · 256-token context · f16 KV (yours: context)"
+
+
+def test_an_output_layer_too_large_for_the_device_is_planned_in_system_memory(gemma_path: Path) -> None:
+    # Vulkan devices refuse a matrix product over their largest storage buffer (lavapipe: 128 MiB), and llama.cpp then
+    # keeps the weight in host memory; Gemma's tied output is ~170 MiB and its [vocabulary, 512] product 512 MiB.
+    facts = facts_from_headers([read_gguf_header(gemma_path)])
+    gpu = GPUInfo(
+        "small-buffer GPU", "vulkan", 2 * GIB, 2 * GIB, bandwidth_gbs=100, device="Vulkan0", max_tensor_bytes=128 * MIB
+    )
+    hardware = replace(cpu_hardware(), gpus=(gpu,), gpu_offload_supported=True)
+    plan = plan_load(gemma_path, hardware, PlanChoices(context_length=2048))
+    assert plan.summary().startswith(f"GPU: {facts.block_count} of {facts.block_count} layers")
+    assert plan.device_weight_bytes == sum(facts.layer_bytes)  # every block, not the output weight
+    assert any("output layer" in note and "stays in system memory" in note for note in plan.notes)
+    roomy = replace(gpu, max_tensor_bytes=None)
+    full = plan_load(gemma_path, replace(hardware, gpus=(roomy,)), PlanChoices(context_length=2048))
+    assert full.device_weight_bytes == sum(facts.layer_bytes) + facts.output_bytes
+    assert not any("output layer" in note for note in full.notes)

@@ -76,3 +76,15 @@ def test_factors_apply_per_device(tmp_path: Path) -> None:
     result = calibrated(hardware, path)
     assert [g.speed_factor for g in result.gpus] == [0.004, None]
     assert result.cpu_speed_factor == 1.7
+
+
+def test_only_the_devices_own_share_of_the_time_is_rescaled(tmp_path: Path) -> None:
+    # Predicted 10 tok/s: half the time on the GPU, half on the CPU (an output layer the GPU could not take).
+    # Measured 5 tok/s: the CPU half (0.05 s) is taken as predicted, so the GPU took 0.15 s where 0.05 was predicted.
+    path = tmp_path / "speed.json"
+    factor = record_generation("gpu:test", None, 10.0, 5.0, 64, path, share=0.5)
+    assert factor is not None and abs(factor - 1 / 3) < 1e-6
+    gpu_seconds, cpu_seconds = 0.05 / factor, 0.05  # the next prediction, with that factor applied
+    assert abs(1 / (gpu_seconds + cpu_seconds) - 5.0) < 1e-6
+    # Measured faster than the CPU part alone allows: nothing to attribute to the GPU, so the whole is rescaled.
+    assert record_generation("gpu:test", None, 10.0, 30.0, 64, path, share=0.5) == 3.0

@@ -245,7 +245,8 @@ class LlamaCppBackend:
         if dry is None:
             return plan
         on_gpus = sum((dry.on(name) for name in names), DeviceBytes(0, 0, 0))
-        planned_compute = plan.estimate.breakdown.compute * len(names) if plan.estimate is not None else 0
+        breakdown = plan.estimate.breakdown if plan.estimate is not None else None
+        planned_compute = (breakdown.compute - breakdown.host_compute) * len(names) if breakdown is not None else 0
         for what, planned, real in (
             ("weights", plan.device_weight_bytes, on_gpus.model),
             ("KV cache", plan.device_kv_bytes, on_gpus.context),
@@ -529,12 +530,15 @@ class LlamaCppBackend:
         from enclave.models.speed import cpu_key, gpu_key, record_generation
 
         if plan.n_gpu_layers == 0 or not plan.has_gpu:
-            key, applied = cpu_key(hardware), hardware.cpu_speed_factor
+            key, applied, share = cpu_key(hardware), hardware.cpu_speed_factor, 1.0
         elif plan.estimate.verdict is Verdict.FULL_GPU and len(hardware.gpus) == 1:
+            # The GPU's own part: an output layer it could not take runs on the CPU (fit.output_on_gpu).
             key, applied = gpu_key(hardware.gpus[0]), hardware.gpus[0].speed_factor
+            share = plan.estimate.gpu_time_share
         else:
             return
-        factor = record_generation(key, applied, plan.estimate.tokens_per_second, tokens / seconds, tokens)
+        predicted = plan.estimate.tokens_per_second
+        factor = record_generation(key, applied, predicted, tokens / seconds, tokens, share=share)
         if factor is not None:
             log.info("speed on %s: %.2f tokens/s measured, factor %.4g", key, tokens / seconds, factor)
 

@@ -155,7 +155,67 @@ class Device:
             source="llama.cpp",
             device=self.name,
             software=self.is_software,
+            max_tensor_bytes=largest_matmul_bytes(self.handle),
         )
+
+
+class _GgmlInitParams(ctypes.Structure):
+    _fields_ = [("mem_size", ctypes.c_size_t), ("mem_buffer", ctypes.c_void_p), ("no_alloc", ctypes.c_bool)]
+
+
+MATMUL_PROBE_COLUMNS = 512  # llama.cpp checks a weight against a batch of 512 (weight_buft_supported, MUL_MAT)
+MATMUL_PROBE_LIMIT = 1 << 40  # sizes above this count as "no limit"
+
+
+def largest_matmul_bytes(dev: int) -> int | None:
+    """The largest tensor (weight or result, bytes) device ``dev`` multiplies, as llama.cpp's loader will ask it.
+
+    When a model loads, llama.cpp keeps a weight in host memory if the device says it cannot run that weight's
+    matrix product (``weight_buft_supported``: the weight times a 512-column batch). Vulkan devices refuse tensors
+    over their ``maxStorageBufferRange`` — 128 MiB on lavapipe, so Gemma's 170 MiB tied output stays on the CPU
+    there. The planner needs the same answer before the load; this asks the device itself with F32 tensors of
+    growing size (no memory is allocated: a ``no_alloc`` ggml context). None: no limit below 1 TiB.
+    """
+    lib = ggml_library()
+    lib.ggml_init.restype = ctypes.c_void_p
+    lib.ggml_init.argtypes = [_GgmlInitParams]
+    lib.ggml_free.restype = None
+    lib.ggml_free.argtypes = [ctypes.c_void_p]
+    lib.ggml_tensor_overhead.restype = ctypes.c_size_t
+    lib.ggml_tensor_overhead.argtypes = []
+    lib.ggml_new_tensor_2d.restype = ctypes.c_void_p
+    lib.ggml_new_tensor_2d.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    lib.ggml_mul_mat.restype = ctypes.c_void_p
+    lib.ggml_mul_mat.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    lib.ggml_backend_dev_supports_op.restype = ctypes.c_bool
+    lib.ggml_backend_dev_supports_op.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    f32, width = 0, MATMUL_PROBE_COLUMNS  # GGML_TYPE_F32; weight [width, rows] x batch [width, width] = [rows, width]
+    row_bytes = width * 4
+
+    def supported(rows: int) -> bool:
+        ctx = lib.ggml_init(_GgmlInitParams(lib.ggml_tensor_overhead() * 8, None, True))
+        if not ctx:
+            raise MemoryError("ggml_init failed")
+        try:
+            weight = lib.ggml_new_tensor_2d(ctx, f32, width, rows)
+            batch = lib.ggml_new_tensor_2d(ctx, f32, width, width)
+            return bool(lib.ggml_backend_dev_supports_op(ctypes.c_void_p(dev), lib.ggml_mul_mat(ctx, weight, batch)))
+        finally:
+            lib.ggml_free(ctx)
+
+    high = MATMUL_PROBE_LIMIT // row_bytes
+    if supported(high):
+        return None
+    low = 1
+    if not supported(low):
+        return 0
+    while high - low > 1:  # supported(low) and not supported(high)
+        middle = (low + high) // 2
+        if supported(middle):
+            low = middle
+        else:
+            high = middle
+    return low * row_bytes
 
 
 def devices() -> list[Device]:

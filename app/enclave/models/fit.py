@@ -144,6 +144,7 @@ class MemoryBreakdown:
     compute: int  # reserved by llama.cpp's scheduler; on a CPU only the pages a step uses become resident
     reserve: int
     runtime: int = 0  # tokenizer tables and decode scratch in system RAM
+    host_compute: int = 0  # of ``compute``, what stays in host memory when the output layer runs on the CPU
 
     @property
     def total(self) -> int:
@@ -169,6 +170,7 @@ class FitEstimate:
     tensor_overrides: tuple[str, ...] = ()  # llama.cpp -ot patterns, e.g. "blk\.(3|4)\.ffn_.*_exps\.=CPU"
     notes: tuple[str, ...] = field(default_factory=tuple)
     speed_measured: bool = False  # the speed comes from a measured calibration of these devices, not a table's guess
+    gpu_time_share: float = 0.0  # of the predicted time per token, the share spent on the GPUs (the rest: the CPU)
 
     @property
     def fits(self) -> bool:
@@ -337,6 +339,16 @@ def compute_buffer_bytes(facts: ModelFacts, context: int, options: FitOptions = 
     return max(logits, scores) + activations + facts.vocab_size * 4
 
 
+def output_compute_bytes(facts: ModelFacts, context: int, options: FitOptions = FitOptions()) -> int:
+    """The part of ``compute_buffer_bytes`` that belongs to the output layer (the logits beyond the attention
+    scores): where the output weight stays in host memory, llama.cpp reserves it there, not on the GPU."""
+    ub = options.n_ubatch
+    logits = facts.vocab_size * ub * 4
+    cells = -(-context // KV_PAD) * KV_PAD
+    scores = 0 if options.flash_attention else facts.head_count * cells * ub * 4
+    return max(logits, scores) - scores
+
+
 def runtime_bytes(facts: ModelFacts) -> int:
     return facts.vocab_size * RUNTIME_BYTES_PER_VOCAB + RUNTIME_BASE
 
@@ -375,19 +387,41 @@ class _Plan:
     short_by: int = 0  # WONT_FIT: bytes missing
 
 
+OUTPUT_PROBE_COLUMNS = 512  # llama.cpp asks a device about the output weight times a 512-token batch
+
+
+def output_on_gpu(facts: ModelFacts, hw: Hardware) -> bool:
+    """Whether llama.cpp will put the output weight on the GPU when the output layer is offloaded.
+
+    Its loader keeps a weight in host memory when the device cannot multiply it (``weight_buft_supported``); Vulkan
+    devices refuse tensors over their largest storage buffer (128 MiB on Mesa's lavapipe), which the hardware probe
+    asked each device (``GPUInfo.max_tensor_bytes``). Both the weight and the product ([vocabulary, 512] F32) count.
+    """
+    largest = max(facts.output_bytes, facts.vocab_size * OUTPUT_PROBE_COLUMNS * 4)
+    return all(g.max_tensor_bytes is None or largest <= g.max_tensor_bytes for g in hw.gpus)
+
+
 def _place(facts: ModelFacts, hw: Hardware, context: int, options: FitOptions) -> _Plan:
     blocks = facts.block_count
     kv_total = kv_cache_bytes(facts, context, options)
     kv_layer = kv_total / blocks
     compute = compute_buffer_bytes(facts, context, options)
+    host_compute = 0 if output_on_gpu(facts, hw) else output_compute_bytes(facts, context, options)
     share = facts.expert_read_share
     kv_read_layer = facts.kv_bytes_per_token(options.type_k, options.type_v) / blocks * (TYPICAL_REASONING_TOKENS / 2)
     dense = [lb - eb for lb, eb in zip(facts.layer_bytes, facts.expert_bytes, strict=True)]
     active = [d + e * share for d, e in zip(dense, facts.expert_bytes, strict=True)]
-    out = facts.output_bytes + facts.other_bytes  # on a GPU (a tied output is copied there)
     out_cpu = (0 if facts.output_tied else facts.output_bytes) + facts.other_bytes
+    if not host_compute:
+        out = facts.output_bytes + facts.other_bytes  # on a GPU (a tied output is copied there)
+        out_ram = out_read = 0.0
+    else:  # the device can't multiply a tensor that large: llama.cpp keeps the output weight and its logits on the host
+        out = facts.other_bytes
+        out_ram = float(out_cpu - facts.other_bytes + host_compute)
+        out_read = float(facts.output_bytes)  # read per token by the CPU (a tied one from token_embd's pages)
+    gpu_compute = compute - host_compute
     n_gpus = len(hw.gpus)
-    gpu_cap = sum(g.usable_bytes for g in hw.gpus) - gpu_reserve(hw) - compute * n_gpus if n_gpus else 0
+    gpu_cap = sum(g.usable_bytes for g in hw.gpus) - gpu_reserve(hw) - gpu_compute * n_gpus if n_gpus else 0
     runtime = runtime_bytes(facts)
     ram_free = hw.ram_available - CPU_RESERVE - facts.token_embd_bytes - runtime
     unified = hw.unified_memory
@@ -396,16 +430,16 @@ def _place(facts: ModelFacts, hw: Hardware, context: int, options: FitOptions) -
         return ram_free - gpu_used if unified else ram_free  # unified memory: the GPU's share comes out of RAM
 
     def breakdown(reserve: int) -> MemoryBreakdown:
-        return MemoryBreakdown(facts.weights_bytes, kv_total, compute, reserve, runtime)
+        return MemoryBreakdown(facts.weights_bytes, kv_total, compute, reserve, runtime, host_compute)
 
     full_gpu = int(sum(facts.layer_bytes) + out + kv_total)
     if n_gpus and full_gpu <= gpu_cap:
-        gpu_bytes = full_gpu + compute * n_gpus + gpu_reserve(hw)
-        ram = facts.token_embd_bytes + runtime + CPU_RESERVE
+        gpu_bytes = full_gpu + gpu_compute * n_gpus + gpu_reserve(hw)
+        ram = int(facts.token_embd_bytes + runtime + CPU_RESERVE + out_ram)
         if ram <= hw.ram_available - (gpu_bytes if unified else 0):
             return _Plan(
                 Verdict.FULL_GPU, blocks + 1, 0, gpu_bytes, ram,
-                sum(active) + out + kv_read_layer * blocks, 0.0,
+                sum(active) + out + kv_read_layer * blocks, out_read,
                 breakdown(gpu_reserve(hw) + CPU_RESERVE),
             )  # fmt: skip
 
@@ -420,15 +454,15 @@ def _place(facts: ModelFacts, hw: Hardware, context: int, options: FitOptions) -
                     on_gpu.append(i)
             in_ram = [i for i in range(blocks) if facts.expert_bytes[i] and i not in on_gpu]
             ram_experts = sum(facts.expert_bytes[i] for i in in_ram)
-            gpu_bytes = int(gpu_cap - room) + compute * n_gpus + gpu_reserve(hw)
-            ram = ram_experts + compute
+            gpu_bytes = int(gpu_cap - room) + gpu_compute * n_gpus + gpu_reserve(hw)
+            ram = int(ram_experts + compute + out_ram)
             if ram <= ram_cap(gpu_bytes):
                 gpu_read = (
                     sum(dense) + out + kv_read_layer * blocks + sum(facts.expert_bytes[i] * share for i in on_gpu)
                 )
                 return _Plan(
                     Verdict.MOE_EXPERTS_IN_RAM, blocks + 1, len(in_ram), gpu_bytes,
-                    ram + facts.token_embd_bytes + runtime + CPU_RESERVE, gpu_read, ram_experts * share,
+                    ram + facts.token_embd_bytes + runtime + CPU_RESERVE, gpu_read, ram_experts * share + out_read,
                     breakdown(gpu_reserve(hw) + CPU_RESERVE),
                     _expert_overrides(in_ram, [i for i in range(blocks) if facts.expert_bytes[i]]),
                 )  # fmt: skip
@@ -448,11 +482,13 @@ def _place(facts: ModelFacts, hw: Hardware, context: int, options: FitOptions) -
         gpu_blocks = n - 1  # blocks on the GPU: the last ones
         cpu_blocks = blocks - gpu_blocks
         if n > 0:
-            gpu_bytes = int(used) + compute * n_gpus + gpu_reserve(hw)
-            ram = int(sum(facts.layer_bytes[:cpu_blocks]) + kv_layer * cpu_blocks + facts.other_bytes + compute)
+            gpu_bytes = int(used) + gpu_compute * n_gpus + gpu_reserve(hw)
+            ram = int(
+                sum(facts.layer_bytes[:cpu_blocks]) + kv_layer * cpu_blocks + facts.other_bytes + compute + out_ram
+            )
             if ram <= ram_cap(gpu_bytes):
                 gpu_read = sum(active[cpu_blocks:]) + kv_read_layer * gpu_blocks + out
-                cpu_read = sum(active[:cpu_blocks]) + kv_read_layer * cpu_blocks
+                cpu_read = sum(active[:cpu_blocks]) + kv_read_layer * cpu_blocks + out_read
                 return _Plan(
                     Verdict.PARTIAL_OFFLOAD, n, 0, gpu_bytes, ram + facts.token_embd_bytes + runtime + CPU_RESERVE,
                     gpu_read, cpu_read, breakdown(gpu_reserve(hw) + CPU_RESERVE),
@@ -480,8 +516,9 @@ def _expert_overrides(in_ram: list[int], expert_layers: list[int]) -> tuple[str,
     return (rf"blk\.({layers})\.ffn_.*_exps\.=CPU",)
 
 
-def _speed(plan: _Plan, facts: ModelFacts, hw: Hardware) -> float:
-    seconds = 0.0
+def _seconds(plan: _Plan, facts: ModelFacts, hw: Hardware) -> tuple[float, float]:
+    """Seconds per decoded token on the GPUs and on the CPU (measured speed factors applied)."""
+    gpu_seconds = cpu_seconds = 0.0
     if plan.gpu_read:
         bandwidth = max(g.bandwidth_gbs for g in hw.gpus) * 1e9
         if hw.unified_memory:
@@ -491,13 +528,18 @@ def _speed(plan: _Plan, facts: ModelFacts, hw: Hardware) -> float:
         else:
             efficiency = GPU_EFFICIENCY
         factor = min(g.speed_factor or 1.0 for g in hw.gpus)
-        seconds += plan.gpu_read / (bandwidth * efficiency * factor)
+        gpu_seconds = plan.gpu_read / (bandwidth * efficiency * factor)
     if plan.cpu_read:
         ram_bw = min(hw.ram_bandwidth_gbs * CPU_EFFICIENCY, hw.cpu_cores * CPU_GBS_PER_CORE) * 1e9
         total_read = plan.cpu_read + plan.gpu_read
         cpu_flops = 2 * facts.parameters * (plan.cpu_read / total_read)
         cpu_seconds = max(plan.cpu_read / ram_bw, cpu_flops / (hw.cpu_cores * CPU_GFLOPS_PER_CORE * 1e9))
-        seconds += cpu_seconds / (hw.cpu_speed_factor or 1.0)
+        cpu_seconds /= hw.cpu_speed_factor or 1.0
+    return gpu_seconds, cpu_seconds
+
+
+def _speed(plan: _Plan, facts: ModelFacts, hw: Hardware) -> float:
+    seconds = sum(_seconds(plan, facts, hw))
     if seconds <= 0:
         return 0.0
     speed = 1 / seconds
@@ -551,6 +593,8 @@ def _gb(n: float) -> str:
 
 def _estimate(plan: _Plan, facts: ModelFacts, hw: Hardware, ctx: int, *, explicit: bool) -> FitEstimate:
     speed = _speed(plan, facts, hw) if plan.verdict is not Verdict.WONT_FIT else 0.0
+    gpu_seconds, cpu_seconds = _seconds(plan, facts, hw)
+    share = gpu_seconds / (gpu_seconds + cpu_seconds) if gpu_seconds + cpu_seconds > 0 else 0.0
     where = "the GPU" if len(hw.gpus) == 1 else f"the {len(hw.gpus)} GPUs"
     rate = f"about {speed:.0f} tokens/s" if speed >= 1.5 else f"about {speed:.1f} tokens/s"
     ctx_text = f"a {ctx:,}-token context"
@@ -589,6 +633,7 @@ def _estimate(plan: _Plan, facts: ModelFacts, hw: Hardware, ctx: int, *, explici
         tokens_per_second=round(speed, 2),
         reason=reason,
         speed_measured=_speed_measured(plan, hw),
+        gpu_time_share=round(share, 6),
         tensor_overrides=plan.overrides,
         notes=tuple(notes),
     )

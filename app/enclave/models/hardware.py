@@ -106,6 +106,9 @@ class GPUInfo:
     device: str = ""  # llama.cpp's device name ("Vulkan0", "CUDA0"), when llama.cpp reported it
     software: bool = False  # a GPU API running on the CPU (Mesa's lavapipe): never chosen automatically
     speed_factor: float | None = None  # measured ÷ predicted decoding speed here (models/speed.py); None: not measured
+    # The largest weight (or product) the device multiplies, as llama.cpp asks it when loading; a weight over it stays
+    # in host memory (Vulkan: maxStorageBufferRange). None: no limit known.
+    max_tensor_bytes: int | None = None
 
     @property
     def usable_bytes(self) -> int:

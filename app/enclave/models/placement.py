@@ -27,6 +27,7 @@ from enclave.models.fit import (
     estimate_fit,
     facts_from_headers,
     kv_cache_bytes,
+    output_on_gpu,
 )
 from enclave.models.gguf import GGUFHeader, read_gguf_header, shard_paths
 from enclave.models.hardware import GPUInfo, Hardware
@@ -235,7 +236,13 @@ def plan_from_facts(
         )
     on_device = min(n_gpu_layers if n_gpu_layers >= 0 else facts.block_count + 1, facts.block_count + 1)
     on_device = on_device if on_gpu else 0
-    weights, kv_bytes = _device_bytes(facts, on_device, overrides, est.context_length, kv)
+    output_device = output_on_gpu(facts, hardware)
+    if on_device and not output_device:
+        notes.append(
+            f"The output layer ({facts.output_bytes / 2**20:,.0f} MiB) stays in system memory: the GPU cannot "
+            "multiply a tensor that large."
+        )
+    weights, kv_bytes = _device_bytes(facts, on_device, overrides, est.context_length, kv, output=output_device)
     return LoadPlan(
         path=str(path),
         n_ctx=est.context_length,
@@ -256,10 +263,12 @@ def plan_from_facts(
     )
 
 
-def _device_bytes(facts: ModelFacts, layers: int, overrides: Sequence[str], ctx: int, kv: str) -> tuple[int, int]:
+def _device_bytes(
+    facts: ModelFacts, layers: int, overrides: Sequence[str], ctx: int, kv: str, *, output: bool = True
+) -> tuple[int, int]:
     """Weights and KV cache bytes on the GPU for ``layers`` offloaded layers, as llama.cpp places them: the last
-    ``layers`` of (blocks + the output layer), so the output layer first; less the routed experts that ``overrides``
-    keep in system RAM."""
+    ``layers`` of (blocks + the output layer), so the output layer first (its weight only if ``output``: the device
+    can multiply it); less the routed experts that ``overrides`` keep in system RAM."""
     if layers <= 0 or not facts.block_count:
         return 0, 0
     blocks = min(layers - 1, facts.block_count)
@@ -270,7 +279,7 @@ def _device_bytes(facts: ModelFacts, layers: int, overrides: Sequence[str], ctx:
             continue
         listed = re.search(r"blk\\\.\(([\d|]+)\)", override)
         in_ram |= {int(i) for i in listed.group(1).split("|")} if listed else set(range(facts.block_count))
-    weights = facts.output_bytes + sum(
+    weights = (facts.output_bytes if output else 0) + sum(
         facts.layer_bytes[i] - (facts.expert_bytes[i] if i in in_ram else 0) for i in range(first, facts.block_count)
     )
     kv_total = kv_cache_bytes(facts, ctx, FitOptions(context=ctx, type_k=kv, type_v=kv))

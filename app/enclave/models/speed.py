@@ -69,14 +69,32 @@ def calibrated(hardware: Hardware, path: Path | None = None) -> Hardware:
 
 
 def record_generation(
-    key: str, applied_factor: float | None, predicted: float, measured: float, tokens: int, path: Path | None = None
+    key: str,
+    applied_factor: float | None,
+    predicted: float,
+    measured: float,
+    tokens: int,
+    path: Path | None = None,
+    *,
+    share: float = 1.0,
 ) -> float | None:
     """Remember ``key``'s factor from one generation (``predicted`` was made with ``applied_factor``); the new factor,
-    or None when the generation says nothing (too short, no prediction)."""
+    or None when the generation says nothing (too short, no prediction).
+
+    ``share``: of the predicted time per token, the part spent on ``key``'s device; the rest (e.g. an output layer
+    the GPU could not take, run on the CPU) is taken as predicted, so only the device's own part is rescaled. When
+    the measured time is not clearly above that rest, the whole prediction is rescaled instead."""
     if tokens < MIN_TOKENS or predicted <= 0 or measured <= 0 or not math.isfinite(measured):
         return None
     low, high = FACTOR_RANGE
-    factor = min(high, max(low, (applied_factor or 1.0) * measured / predicted))
+    applied = applied_factor or 1.0
+    device_seconds, other_seconds = share / predicted, (1.0 - share) / predicted
+    own = 1.0 / measured - other_seconds  # what the device itself took per token
+    if 0 < share < 1 and own > 0.1 / measured:
+        factor = applied * device_seconds / own
+    else:
+        factor = applied * measured / predicted
+    factor = min(high, max(low, factor))
     path = path or calibration_path()
     factors = load_factors(path)
     factors[key] = round(factor, 6)
