@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from PySide6.QtCore import QFileSystemWatcher, QObject, Qt, QThread, QTimer, Signal, Slot
+from PySide6.QtCore import QFileSystemWatcher, QObject, Qt, QTimer, Signal, Slot
 
 from enclave.docs.embedder import Embedder, EmbedderError, TextEmbedder, active_embedding_model_path
 from enclave.docs.index import DocumentIndex, DocumentIndexError, DocumentInfo, QueueItem
@@ -37,6 +37,7 @@ from enclave.docs.isolation import FileParser, IsolatedParser
 from enclave.docs.search import Searcher
 from enclave.docs.status import DocStatus
 from enclave.fsutil import quarantine
+from enclave.workers.threads import WorkerThread
 
 log = logging.getLogger(__name__)
 
@@ -488,10 +489,8 @@ class DocsController(QObject):
 
             index_path = app_paths().ensure().documents_db
         self._control = IngestControl()
-        self._thread = QThread()
-        self._thread.setObjectName("enclave-documents")
         self._worker = DocsWorker(index_path, embedding_model, self._control, parser_factory, embedder_factory)
-        self._worker.moveToThread(self._thread)
+        self._thread = WorkerThread(self._worker, "enclave-documents")
         self._started = False
         self._progress: IngestProgress | None = None
         self._documents: list[DocumentInfo] = []
@@ -548,7 +547,7 @@ class DocsController(QObject):
 
     @property
     def thread_running(self) -> bool:
-        return self._thread.isRunning()
+        return self._thread.running
 
     # --- lifecycle --------------------------------------------------------------------------------------------
 
@@ -563,9 +562,7 @@ class DocsController(QObject):
         """Stop after the current step (the queue is kept for next time), close everything, and join the thread."""
         if not self._started:
             return
-        self._shutdownRequested.emit()
-        if not self._thread.wait(timeout_ms):
-            log.error("documents thread did not stop within %d ms", timeout_ms)
+        self._thread.stop(timeout_ms, before_quit=self._shutdownRequested.emit)  # logs if it did not stop
         self._started = False
 
     # --- requests ---------------------------------------------------------------------------------------------

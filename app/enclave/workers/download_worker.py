@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Signal, Slot
 
 from enclave.models.catalog import CatalogEntry
 from enclave.models.downloader import DownloadCancelled, DownloadControl, DownloadError, DownloadPaused
 from enclave.models.hub_client import HubError
 from enclave.models.installed import ModelRegistry, download_entry
+from enclave.workers.threads import WorkerThread
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +70,8 @@ class DownloadController(QObject):
 
     def __init__(self, registry_path: Path, models_dir: Path, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self._thread = QThread()
-        self._thread.setObjectName("enclave-downloads")
         self._worker = DownloadWorker(registry_path, models_dir)
-        self._worker.moveToThread(self._thread)
+        self._thread = WorkerThread(self._worker, "enclave-downloads")
         self._requested.connect(self._worker.download)
         self._worker.progress.connect(self.progress)
         self._worker.finished.connect(self._done)
@@ -93,8 +92,7 @@ class DownloadController(QObject):
     def start(self, entry: CatalogEntry) -> bool:
         if self._control is not None:
             return False
-        if not self._thread.isRunning():
-            self._thread.start()
+        self._thread.start()  # once: nothing if it runs already
         self._control = DownloadControl()
         self.entry = entry
         self._requested.emit(entry, self._control)
@@ -113,10 +111,8 @@ class DownloadController(QObject):
         self._control = None
 
     def shutdown(self) -> None:
-        self.pause()  # keep what was downloaded: it resumes next time
-        self._thread.quit()
-        self._thread.wait(30_000)
+        self._thread.stop(30_000, before_quit=self.pause)  # pause: keep what was downloaded, it resumes next time
 
     @property
     def thread_running(self) -> bool:
-        return self._thread.isRunning()
+        return self._thread.running

@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Signal, Slot
 
 from enclave.engine.backend import Backend, EngineCrashedError, ModelLoadCrashedError
 from enclave.engine.types import (
@@ -32,6 +32,7 @@ from enclave.engine.types import (
     TextDelta,
     ThinkingClosed,
 )
+from enclave.workers.threads import WorkerThread
 
 log = logging.getLogger(__name__)
 
@@ -186,10 +187,8 @@ class EngineController(QObject):
 
     def __init__(self, backend_factory: Callable[[], Backend], parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self._thread = QThread()
-        self._thread.setObjectName("enclave-engine")
         self._worker = EngineWorker(backend_factory)
-        self._worker.moveToThread(self._thread)
+        self._thread = WorkerThread(self._worker, "enclave-engine")
         self._controls: dict[str, GenerationControl] = {}
         self._model: ModelInfo | None = None
         self._loading = False
@@ -230,7 +229,7 @@ class EngineController(QObject):
 
     @property
     def thread_running(self) -> bool:
-        return self._thread.isRunning()
+        return self._thread.running
 
     # --- lifecycle --------------------------------------------------------------------------------------------
 
@@ -244,9 +243,7 @@ class EngineController(QObject):
         if not self._started:
             return
         self.cancel()
-        self._shutdownRequested.emit()
-        if not self._thread.wait(timeout_ms):
-            log.error("engine thread did not stop within %d ms", timeout_ms)
+        self._thread.stop(timeout_ms, before_quit=self._shutdownRequested.emit)  # logs if it did not stop
         self._started = False
 
     # --- requests ---------------------------------------------------------------------------------------------
