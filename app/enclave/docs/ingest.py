@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from enclave.docs import DEFAULT_COLLECTION
 from enclave.docs.chunking import DEFAULT_BUDGET, DEFAULT_OVERLAP, chunk_contexts, chunk_pages
 from enclave.docs.embedder import EmbedderError, TextEmbedder
 from enclave.docs.index import DocumentIndex, DocumentInfo, QueueItem
@@ -45,7 +46,7 @@ from enclave.docs.status import DocStatus
 
 log = logging.getLogger(__name__)
 
-DEFAULT_COLLECTION = "My documents"
+
 EMBED_BATCH = 16  # chunks per step: ~0.5 s on two cores with MiniLM, so searches and pauses wait at most that
 PARSE_POLL_S = 0.05
 CONTEXT_TOKENS = 48  # room kept in the embedding model's input for a chunk's context (chunking.MAX_CONTEXT_CHARS)

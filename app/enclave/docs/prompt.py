@@ -16,8 +16,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from enclave.docs.search import SearchResult
+if TYPE_CHECKING:
+    from enclave.docs.search import SearchResult
+
 
 MAX_SOURCE_TOKENS = 6000  # more sources than this dilute rather than help, even with a long context
 MIN_SOURCE_TOKENS = 48  # a source cut shorter than this is left out rather than sent as a fragment

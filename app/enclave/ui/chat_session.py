@@ -15,10 +15,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Signal, Slot
 
-from enclave.docs.search import SearchResponse
 from enclave.engine.types import Finished, FinishReason, GenerationRequest, GenerationStats, ModelInfo
 from enclave.settings.settings import Settings
 from enclave.storage.chats import ChatStore, Conversation, MessageSource, MessageStats, MessageStatus
@@ -28,6 +28,9 @@ from enclave.ui.transcript import Transcript
 from enclave.usecases.chat import chat_request, ground_in_documents, history
 from enclave.workers.docs_worker import DocsController
 from enclave.workers.engine_worker import EngineController
+
+if TYPE_CHECKING:
+    from enclave.docs.search import SearchResponse
 
 SAVE_INTERVAL_S = 1.0
 NEW_CHAT_TITLE = "New chat"

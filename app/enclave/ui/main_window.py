@@ -26,33 +26,31 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from enclave.docs.ingest import DEFAULT_COLLECTION, IngestProgress
-from enclave.docs.viewer import launch, page_command
+from enclave.docs import DEFAULT_COLLECTION
 from enclave.engine.types import GenerationStats, ModelInfo
 from enclave.models.hardware_child import last_probe
-from enclave.models.recommend import Recommendation
 from enclave.paths import AppPaths, app_paths
 from enclave.settings.settings import Settings, SettingsStore
 from enclave.storage.chats import ChatStore, MessageSource
-from enclave.storage.export import export_conversation
 from enclave.ui.chat_session import ChatSession
 from enclave.ui.composer import Composer
 from enclave.ui.conversations import ConversationPanel
-from enclave.ui.documents_dialog import DocumentsDialog, progress_text
 from enclave.ui.header import ChatHeader, EmptyChat
-from enclave.ui.settings_dialog import SettingsDialog
 from enclave.ui.style import apply_appearance
 from enclave.ui.transcript import Transcript
 from enclave.ui.welcome import WelcomePage
 from enclave.usecases.loading import LoadGuard, load_request, model_overrides
 from enclave.workers.api_server_worker import ApiServerController
 from enclave.workers.docs_worker import DocsController
-from enclave.workers.download_worker import DownloadController
 from enclave.workers.engine_worker import EngineController
 from enclave.workers.tasks import URGENT, TaskRunner
 
 if TYPE_CHECKING:
+    from enclave.docs.ingest import IngestProgress
     from enclave.models.installed import ModelRegistry
+    from enclave.models.recommend import Recommendation
+    from enclave.ui.documents_dialog import DocumentsDialog
+    from enclave.workers.download_worker import DownloadController
 
 log = logging.getLogger(__name__)
 
@@ -711,6 +709,8 @@ class MainWindow(QMainWindow):
         if not path:
             return
         try:
+            from enclave.storage.export import export_conversation
+
             export_conversation(self.store, conversation_id, Path(path))
         except (OSError, ValueError) as exc:
             QMessageBox.warning(self, "Export failed", f"Could not write {path}: {exc}")
@@ -755,6 +755,8 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def _on_recommendation(self, recommendation: object) -> None:
+        from enclave.models.recommend import Recommendation
+
         if isinstance(recommendation, Recommendation):
             self.recommendation = recommendation
             entry = recommendation.entry
@@ -785,6 +787,7 @@ class MainWindow(QMainWindow):
 
     def _show_models(self, start_recommended: bool, registry: ModelRegistry) -> None:
         from enclave.ui.models_dialog import ModelsDialog
+        from enclave.workers.download_worker import DownloadController
 
         self._set_installed(registry)
         paths = app_paths()
@@ -901,6 +904,8 @@ class MainWindow(QMainWindow):
             return None
         if self.documents_dialog is None:
             self.documents.start()
+            from enclave.ui.documents_dialog import DocumentsDialog
+
             dialog = DocumentsDialog(self.documents, collection or next(iter(self._chat_collections()), None), self)
             dialog.collectionUsed.connect(lambda name: self._use_collection(name, True))
             dialog.modelsRequested.connect(lambda: self.open_models())
@@ -924,6 +929,8 @@ class MainWindow(QMainWindow):
             self.indexing_button.setText(f"Indexing waits for the answer · {done}")
         else:
             self.indexing_button.setText(f"Indexing {done}")
+        from enclave.ui.documents_dialog import progress_text
+
         self.indexing_button.setToolTip(progress_text(progress))
         self.indexing_button.show()
 
@@ -937,6 +944,8 @@ class MainWindow(QMainWindow):
         if not Path(source.path).exists():
             self.statusBar().showMessage(f"{source.path} is no longer there (moved or deleted).", 10000)
             return
+        from enclave.docs.viewer import launch, page_command
+
         command = page_command(source.path, source.page)
         if command is not None:
             try:
@@ -957,6 +966,8 @@ class MainWindow(QMainWindow):
         embedders = [(m.id, m.name) for m in registry.models() if m.role == "embedding"]
         active = registry.active("embedding")
         model = self.controller.model
+        from enclave.ui.settings_dialog import SettingsDialog
+
         probed = last_probe()  # llama.cpp's devices, from the hardware probe's child process (None until it ran)
         dialog = SettingsDialog(
             self.settings,

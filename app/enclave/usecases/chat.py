@@ -14,12 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from enclave.docs.prompt import Source, build_document_prompt, estimate_tokens, sources_budget
-from enclave.docs.search import SearchResult
 from enclave.engine.types import ChatMessage, GenerationRequest, ModelInfo, SamplingParams
 from enclave.settings.settings import Settings
 from enclave.storage.chats import Message, MessageStatus
+
+if TYPE_CHECKING:
+    from enclave.docs.search import SearchResult
 
 SENDABLE = (MessageStatus.COMPLETE, MessageStatus.CANCELLED, MessageStatus.INTERRUPTED)
 MESSAGE_OVERHEAD_TOKENS = 8  # role markers and separators the chat template adds around each message

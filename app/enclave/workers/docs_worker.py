@@ -26,18 +26,22 @@ import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from PySide6.QtCore import QFileSystemWatcher, QObject, Qt, QTimer, Signal, Slot
 
-from enclave.docs.embedder import Embedder, EmbedderError, TextEmbedder, active_embedding_model_path
-from enclave.docs.index import DocumentIndex, DocumentIndexError, DocumentInfo, QueueItem
-from enclave.docs.ingest import DEFAULT_COLLECTION, FileStatus, Ingester, IngestProgress, is_under
-from enclave.docs.isolation import FileParser, IsolatedParser
-from enclave.docs.search import Searcher
-from enclave.docs.status import DocStatus
+from enclave.docs import DEFAULT_COLLECTION
 from enclave.fsutil import quarantine
 from enclave.workers.threads import WorkerThread
+
+# The documents core (index, readers, search, embedder) is imported on the documents thread when it opens, not by
+# the window's first paint: this module is imported at start-up.
+if TYPE_CHECKING:
+    from enclave.docs.embedder import TextEmbedder
+    from enclave.docs.index import DocumentIndex, DocumentInfo, QueueItem
+    from enclave.docs.ingest import FileStatus, Ingester, IngestProgress
+    from enclave.docs.isolation import FileParser
+    from enclave.docs.search import Searcher
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +89,7 @@ class IngestControl:
         self.hold = threading.Event()
 
 
-EmbedderFactory = Callable[[Path], TextEmbedder]
+EmbedderFactory = Callable[[Path], "TextEmbedder"]
 ACTIVE: Literal["active"] = "active"
 
 
@@ -142,6 +146,11 @@ class DocsWorker(QObject):
 
     @Slot()
     def open(self) -> None:
+        from enclave.docs.embedder import active_embedding_model_path
+        from enclave.docs.index import DocumentIndexError
+        from enclave.docs.ingest import Ingester
+        from enclave.docs.search import Searcher
+
         try:
             self._index = self._open_index()
         except DocumentIndexError as exc:
@@ -170,6 +179,8 @@ class DocsWorker(QObject):
 
     def _open_index(self) -> DocumentIndex:
         """Open the index; a damaged one is kept aside and a new one started (the documents are still on disk)."""
+        from enclave.docs.index import DocumentIndex, DocumentIndexError
+
         try:
             return DocumentIndex(self._index_path)
         except DocumentIndexError as exc:
@@ -189,6 +200,8 @@ class DocsWorker(QObject):
         return index
 
     def _load_embedder(self, path: Path | None) -> None:
+        from enclave.docs.embedder import EmbedderError
+
         old, self._embedder = self._embedder, None
         if old is not None:
             old.close()
@@ -270,6 +283,8 @@ class DocsWorker(QObject):
     def _rescan_changed(self) -> None:
         if self._index is None:
             return
+        from enclave.docs.ingest import is_under
+
         changed, self._changed = self._changed, set()
         folders = [(c, f) for c, f in self._index.folders() if any(is_under(p, f) for p in changed)]
         if folders:
@@ -283,6 +298,8 @@ class DocsWorker(QObject):
     def _rescan(self, folders: list[tuple[str, str]] | None) -> None:
         if self._ingester is None:
             return
+        from enclave.docs.status import DocStatus
+
         statuses: list[FileStatus] = self._ingester.rescan(folders)
         changed = False
         for status in statuses:
@@ -436,10 +453,19 @@ def running_controllers() -> list[DocsController]:
     return [c for c in list(_controllers) if c.thread_running]
 
 
+def _default_parser() -> FileParser:
+    """File readers in a child process with limits (called on the documents thread as it opens)."""
+    from enclave.docs.isolation import IsolatedParser
+
+    return IsolatedParser()
+
+
 def _default_embedder(path: Path) -> TextEmbedder:
     """The embedding model in an engine host process of its own (llama.cpp never runs in the window's process);
     ``ENCLAVE_ENGINE_IN_PROCESS=1`` keeps it here, as it does the chat model (for a debugger or a profiler)."""
     if os.environ.get("ENCLAVE_ENGINE_IN_PROCESS") == "1":
+        from enclave.docs.embedder import Embedder
+
         return Embedder(path)
     from enclave.docs.isolated_embedder import IsolatedEmbedder
 
@@ -479,7 +505,7 @@ class DocsController(QObject):
         *,
         index_path: Path | None = None,
         embedding_model: Path | Literal["active"] | None = ACTIVE,
-        parser_factory: Callable[[], FileParser] = IsolatedParser,
+        parser_factory: Callable[[], FileParser] | None = None,
         embedder_factory: EmbedderFactory = _default_embedder,
         parent: QObject | None = None,
     ) -> None:
@@ -489,6 +515,7 @@ class DocsController(QObject):
 
             index_path = app_paths().ensure().documents_db
         self._control = IngestControl()
+        parser_factory = parser_factory or _default_parser
         self._worker = DocsWorker(index_path, embedding_model, self._control, parser_factory, embedder_factory)
         self._thread = WorkerThread(self._worker, "enclave-documents")
         self._started = False
