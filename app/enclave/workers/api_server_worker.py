@@ -126,6 +126,8 @@ class ApiServerController(QObject):
 
     @property
     def url(self) -> str | None:
+        if self._server is None:  # off (the default): never import the server stack for nothing
+            return None
         from enclave.server.service import ApiServer
 
         return self._server.url if isinstance(self._server, ApiServer) else None
@@ -159,6 +161,8 @@ class ApiServerController(QObject):
         self._key = key
 
     def stop(self) -> None:
+        if self._server is None:  # not running: nothing to stop, and no server stack to import at start-up
+            return
         from enclave.server.service import ApiServer
 
         server, self._server = self._server, None
