@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 from enclave.docs import DEFAULT_COLLECTION
 from enclave.engine.types import GenerationStats, ModelInfo
 from enclave.models.hardware_child import last_probe
-from enclave.paths import AppPaths, app_paths
+from enclave.paths import app_paths
 from enclave.settings.settings import Settings, SettingsStore
 from enclave.storage.chats import ChatStore, MessageSource
 from enclave.ui.chat_session import ChatSession
@@ -40,6 +40,7 @@ from enclave.ui.style import apply_appearance
 from enclave.ui.transcript import Transcript
 from enclave.ui.welcome import WelcomePage
 from enclave.usecases.loading import LoadGuard, load_request, model_overrides
+from enclave.usecases.models import activate_first_embedder, choose_embedder, import_file, read_registry
 from enclave.workers.api_server_worker import ApiServerController
 from enclave.workers.docs_worker import DocsController
 from enclave.workers.engine_worker import EngineController
@@ -53,44 +54,6 @@ if TYPE_CHECKING:
     from enclave.workers.download_worker import DownloadController
 
 log = logging.getLogger(__name__)
-
-
-# --- model-list work for the window's worker threads (workers.tasks): plain functions, no Qt ----------------------
-
-
-def read_registry(paths: AppPaths) -> ModelRegistry:
-    """The installed-model list as it is on disk now."""
-    from enclave.models.installed import ModelRegistry
-
-    return ModelRegistry(paths.ensure().models_file)
-
-
-def import_model_file(paths: AppPaths, path: Path) -> ModelRegistry:
-    """Check a GGUF file and list it in Models as an imported model; the list afterwards. Raises ModelError."""
-    from enclave.models.installed import import_model
-
-    registry = read_registry(paths)
-    import_model(registry, path)
-    return registry
-
-
-def activate_first_embedder(paths: AppPaths, model_id: str, replace_current: bool) -> tuple[ModelRegistry, bool]:
-    """Make a downloaded embedding model the active one when there is none (or ``replace_current``); whether it was."""
-    registry = read_registry(paths)
-    if replace_current or registry.active("embedding") is None:
-        registry.set_active(model_id, "embedding")
-        return registry, True
-    return registry, False
-
-
-def choose_embedder(paths: AppPaths, model_id: str | None) -> tuple[ModelRegistry, str | None]:
-    """Make ``model_id`` the active embedding model (None: none); the list afterwards, and the model's path."""
-    registry = read_registry(paths)
-    if model_id is None:
-        registry.clear_active("embedding")
-        return registry, None
-    registry.set_active(model_id, "embedding")
-    return registry, registry.get(model_id).path
 
 
 class MainWindow(QMainWindow):
@@ -386,16 +349,16 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(checking)
         self.welcome.show_loading(checking)
         self.tasks.run(
-            import_model_file,
-            app_paths(),
+            import_file,
+            app_paths().models_file,
             Path(path),
             on_done=partial(self._on_model_imported, path, request),
             on_error=partial(self._on_model_import_failed, path, request, refuse),
             priority=URGENT,
         )
 
-    def _on_model_imported(self, path: str, request: int, registry: ModelRegistry) -> None:
-        self._set_installed(registry)
+    def _on_model_imported(self, path: str, request: int, imported: tuple[ModelRegistry, object]) -> None:
+        self._set_installed(imported[0])
         self._checked(path)
         if request == self._open_request:  # nothing else was opened meanwhile
             self.load_model(path, remember=True)
@@ -439,7 +402,9 @@ class MainWindow(QMainWindow):
 
     def refresh_installed(self) -> None:
         """Read the installed-model list on a worker thread; the picker and Settings use what was read last."""
-        self.tasks.run(read_registry, app_paths(), on_done=self._set_installed, on_error=self._on_installed_unreadable)
+        self.tasks.run(
+            read_registry, app_paths().models_file, on_done=self._set_installed, on_error=self._on_installed_unreadable
+        )
 
     def _set_installed(self, registry: ModelRegistry) -> None:
         self.registry = registry
@@ -775,7 +740,7 @@ class MainWindow(QMainWindow):
         self._models_opening = True
         self.tasks.run(
             read_registry,
-            app_paths(),
+            app_paths().models_file,
             on_done=partial(self._show_models, start_recommended),
             on_error=self._on_models_unreadable,
             priority=URGENT,
@@ -818,7 +783,7 @@ class MainWindow(QMainWindow):
             # The first embedding model is put to use at once.
             self.tasks.run(
                 activate_first_embedder,
-                app_paths(),
+                app_paths().models_file,
                 model.id,
                 self.documents.embedder_info is None,
                 on_done=partial(self._on_first_embedder, model.path),
@@ -962,7 +927,7 @@ class MainWindow(QMainWindow):
     def open_settings(self) -> None:
         # The installed models as last read in the background (refresh_installed). Only in the first moments after
         # the start, before that read has answered, is the small list read here.
-        registry = self.registry if self.registry is not None else read_registry(app_paths())
+        registry = self.registry if self.registry is not None else read_registry(app_paths().models_file)
         embedders = [(m.id, m.name) for m in registry.models() if m.role == "embedding"]
         active = registry.active("embedding")
         model = self.controller.model
@@ -995,7 +960,7 @@ class MainWindow(QMainWindow):
             if dialog.embedding_changed():
                 self.tasks.run(
                     choose_embedder,
-                    app_paths(),
+                    app_paths().models_file,
                     dialog.chosen_embedding,
                     on_done=self._on_embedder_chosen,
                     on_error=self._on_embedder_not_changed,

@@ -40,9 +40,10 @@ from enclave.models.downloader import DownloadProgress
 from enclave.models.fit import FitEstimate, Verdict, estimate_entry
 from enclave.models.hardware import Hardware, probe_hardware
 from enclave.models.hardware_child import last_probe
-from enclave.models.installed import InstalledModel, ModelError, ModelRegistry, import_model
+from enclave.models.installed import InstalledModel, ModelError, ModelRegistry
 from enclave.models.placement import for_planning
 from enclave.models.recommend import Recommendation, recommend
+from enclave.usecases.models import import_file, remove_model
 from enclave.workers.download_worker import DownloadController
 from enclave.workers.tasks import URGENT, Task, TaskRunner
 
@@ -161,19 +162,6 @@ def row_facts(model: InstalledModel, hardware: Hardware, catalog: Catalog) -> tu
     entry = catalog.get(model.catalog_id) if model.catalog_id else None
     fit = fit_text(estimate_entry(entry, hardware)) if entry is not None else file_fit_text(model, hardware)
     return fit, runs_on_text(model, hardware)
-
-
-def import_file(registry_path: Path, path: Path) -> tuple[ModelRegistry, InstalledModel]:
-    """Check and register a GGUF file; the registry as it is afterwards, and the model."""
-    registry = ModelRegistry(registry_path)
-    return registry, import_model(registry, path)
-
-
-def remove_model(registry_path: Path, model_id: str, models_dir: Path) -> ModelRegistry:
-    """Remove a model (a download's files are deleted); the registry as it is afterwards."""
-    registry = ModelRegistry(registry_path)
-    registry.remove(model_id, models_dir)
-    return registry
 
 
 class ModelsDialog(QDialog):
