@@ -39,6 +39,21 @@ def _group_help(parser: argparse.ArgumentParser) -> ExitCode:
     return ExitCode.USAGE
 
 
+def _add_pretend_hardware(parser: argparse.ArgumentParser) -> None:
+    """Options that describe a hypothetical computer instead of this one (recommend, fit)."""
+    parser.add_argument("--vram", type=float, metavar="GIB", help="pretend: memory per GPU in GB")
+    parser.add_argument("--gpus", type=int, metavar="N", help="pretend: number of GPUs (0: CPU only)")
+    parser.add_argument("--ram", type=float, metavar="GIB", help="pretend: system RAM in GB")
+    parser.add_argument("--unified", action="store_true", help="pretend: Apple-style unified memory (give --ram)")
+    parser.add_argument(
+        "--bandwidth",
+        type=float,
+        metavar="GBS",
+        help="pretend: GPU (or unified) memory bandwidth, GB/s",
+    )
+    parser.add_argument("--ram-bandwidth", type=float, metavar="GBS", help="pretend: system RAM bandwidth, GB/s")
+
+
 def register(subparsers: Any) -> None:
     """Add ``hardware`` and the ``models recommend|fit`` subcommands (cli._command_groups calls this)."""
     hardware = subparsers.add_parser("hardware", help="show the GPUs, memory, CPU and disk Enclave sees")
@@ -49,12 +64,7 @@ def register(subparsers: Any) -> None:
     models = get_models_group(subparsers)
     rec = models.add_parser("recommend", help="the DeepSeek R1 variant that suits this (or a hypothetical) computer")
     rec.add_argument("--json", action="store_true", help="print one JSON object")
-    rec.add_argument("--vram", type=float, metavar="GIB", help="pretend: memory per GPU in GB")
-    rec.add_argument("--gpus", type=int, metavar="N", help="pretend: number of GPUs (0: CPU only)")
-    rec.add_argument("--ram", type=float, metavar="GIB", help="pretend: system RAM in GB")
-    rec.add_argument("--unified", action="store_true", help="pretend: Apple-style unified memory (give --ram)")
-    rec.add_argument("--bandwidth", type=float, metavar="GBS", help="pretend: GPU (or unified) memory bandwidth, GB/s")
-    rec.add_argument("--ram-bandwidth", type=float, metavar="GBS", help="pretend: system RAM bandwidth, GB/s")
+    _add_pretend_hardware(rec)
     rec.add_argument("--all", action="store_true", help="also list every variant with its estimate")
     rec.set_defaults(handler=lambda args: run_recommend(args, sys.stdout, sys.stderr))
 
@@ -63,12 +73,7 @@ def register(subparsers: Any) -> None:
     fit.add_argument("--ctx", type=int, default=None, metavar="N", help="context length to check (default: Auto)")
     fit.add_argument("--kv-type", choices=("f16", "q8_0", "q4_0"), default=None, help="KV cache type (default: Auto)")
     fit.add_argument("--json", action="store_true", help="print one JSON object")
-    fit.add_argument("--vram", type=float, metavar="GIB", help="pretend: memory per GPU in GB")
-    fit.add_argument("--gpus", type=int, metavar="N", help="pretend: number of GPUs (0: CPU only)")
-    fit.add_argument("--ram", type=float, metavar="GIB", help="pretend: system RAM in GB")
-    fit.add_argument("--unified", action="store_true", help="pretend: Apple-style unified memory (give --ram)")
-    fit.add_argument("--bandwidth", type=float, metavar="GBS", help="pretend: GPU (or unified) memory bandwidth, GB/s")
-    fit.add_argument("--ram-bandwidth", type=float, metavar="GBS", help="pretend: system RAM bandwidth, GB/s")
+    _add_pretend_hardware(fit)
     fit.set_defaults(handler=lambda args: run_fit(args, sys.stdout, sys.stderr))
 
     from enclave.cli.manage import register_models_commands
