@@ -29,6 +29,10 @@ from PySide6.QtWidgets import (
 from enclave.docs import DEFAULT_COLLECTION
 from enclave.engine.types import GenerationStats, ModelInfo
 from enclave.models.hardware_child import last_probe
+
+# The model manager (this, and the download worker below) is imported with the window, not when Models first opens:
+# importing it then stalled the GUI thread 150-190 ms (tests/test_ui_responsive.py), more than it costs the first paint.
+from enclave.models.recommend import Recommendation
 from enclave.paths import app_paths
 from enclave.settings.settings import Settings, SettingsStore
 from enclave.storage.chats import ChatStore, MessageSource
@@ -43,15 +47,14 @@ from enclave.usecases.loading import LoadGuard, load_request, model_overrides
 from enclave.usecases.models import activate_first_embedder, choose_embedder, import_file, read_registry
 from enclave.workers.api_server_worker import ApiServerController
 from enclave.workers.docs_worker import DocsController
+from enclave.workers.download_worker import DownloadController
 from enclave.workers.engine_worker import EngineController
 from enclave.workers.tasks import URGENT, TaskRunner
 
 if TYPE_CHECKING:
     from enclave.docs.ingest import IngestProgress
     from enclave.models.installed import ModelRegistry
-    from enclave.models.recommend import Recommendation
     from enclave.ui.documents_dialog import DocumentsDialog
-    from enclave.workers.download_worker import DownloadController
 
 log = logging.getLogger(__name__)
 
@@ -720,8 +723,6 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def _on_recommendation(self, recommendation: object) -> None:
-        from enclave.models.recommend import Recommendation
-
         if isinstance(recommendation, Recommendation):
             self.recommendation = recommendation
             entry = recommendation.entry
@@ -752,7 +753,6 @@ class MainWindow(QMainWindow):
 
     def _show_models(self, start_recommended: bool, registry: ModelRegistry) -> None:
         from enclave.ui.models_dialog import ModelsDialog
-        from enclave.workers.download_worker import DownloadController
 
         self._set_installed(registry)
         paths = app_paths()
